@@ -1,0 +1,281 @@
+//! Harness configuration: `harness.toml` at the repository root, then environment overrides.
+//!
+//! Every key has a default, so a missing file is fine; an unreadable or malformed one is an error
+//! that names the file and the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Name of the configuration file looked up at the repository root.
+pub const CONFIG_FILE: &str = "harness.toml";
+
+/// The whole harness configuration, with paths already made absolute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding run state: state file, logs, secrets, Postgres data.
+    pub state_dir: PathBuf,
+    /// Directory for reusable downloads (Python venvs), shared by every run on the machine.
+    pub cache_dir: PathBuf,
+    /// YAML file listing the tenants `up` provisions.
+    pub tenants_file: PathBuf,
+    /// Fixed ports per service; 0 = pick a free one.
+    pub ports: Ports,
+    /// Postgres settings.
+    pub postgres: PostgresConfig,
+    /// AWS emulator settings.
+    pub aws: AwsConfig,
+    /// Langflow settings.
+    pub langflow: LangflowConfig,
+    /// External tools.
+    pub tools: ToolsConfig,
+}
+
+/// Fixed ports; 0 means a free port is chosen at start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ports {
+    /// Postgres listen port.
+    pub postgres: u16,
+    /// AWS emulator port.
+    pub aws: u16,
+    /// Gateway (ALB emulation) port.
+    pub gateway: u16,
+}
+
+/// Postgres settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Directory with `initdb` and `postgres`; empty = search.
+    pub bin_dir: String,
+    /// Unprivileged OS user that runs postgres when the harness runs as root.
+    pub os_user: String,
+    /// Database created for Langflow.
+    pub database: String,
+}
+
+/// AWS emulator settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Which emulator; only `ministack` is supported by the native runtime.
+    pub emulator: String,
+    /// Pinned ministack version (PyPI).
+    pub ministack_version: String,
+    /// Region every client uses.
+    pub region: String,
+    /// Account id the emulator reports.
+    pub account_id: String,
+    /// Shared S3 bucket for tenant files (created at `up`).
+    pub tenant_bucket: String,
+}
+
+/// Langflow settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LangflowConfig {
+    /// Pinned `langflow-base` version (PyPI).
+    pub version: String,
+}
+
+/// External tool settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Python interpreter used to create venvs.
+    pub python: String,
+    /// Pinned cfn-lint version (PyPI).
+    pub cfn_lint_version: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(".harness"),
+            cache_dir: default_cache_dir(),
+            tenants_file: PathBuf::from("fixtures/tenants.yaml"),
+            ports: Ports::default(),
+            postgres: PostgresConfig::default(),
+            aws: AwsConfig::default(),
+            langflow: LangflowConfig::default(),
+            tools: ToolsConfig::default(),
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            bin_dir: String::new(),
+            os_user: "postgres".into(),
+            database: "langflow".into(),
+        }
+    }
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            emulator: "ministack".into(),
+            ministack_version: "1.5.33".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            tenant_bucket: "langflow-infra-tenant-files".into(),
+        }
+    }
+}
+
+impl Default for LangflowConfig {
+    fn default() -> Self {
+        Self {
+            version: "1.13.0".into(),
+        }
+    }
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            python: "python3".into(),
+            cfn_lint_version: "1.58.0".into(),
+        }
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("langflow-infra");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("langflow-infra")
+}
+
+impl Config {
+    /// Loads `harness.toml` from `root` (if present), applies environment overrides and makes
+    /// relative paths absolute against `root`.
+    pub fn load(root: &Path) -> Result<Self> {
+        let file = root.join(CONFIG_FILE);
+        let mut config = if file.exists() {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            toml::from_str::<Config>(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not valid harness configuration: {}",
+                    file.display(),
+                    e.message()
+                )
+            })?
+        } else {
+            Config::default()
+        };
+        config.apply_env_overrides()?;
+        config.make_absolute(root);
+        Ok(config)
+    }
+
+    /// A configuration for an isolated run (tests, e2e): defaults plus environment overrides,
+    /// with its own state directory and free ports.
+    pub fn isolated(root: &Path, state_dir: &Path) -> Result<Self> {
+        let mut config = Self::load(root)?;
+        config.state_dir = state_dir.to_path_buf();
+        config.ports = Ports::default();
+        Ok(config)
+    }
+
+    fn apply_env_overrides(&mut self) -> Result<()> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var("LANGFLOW_INFRA_STATE_DIR") {
+            self.state_dir = v.into();
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_CACHE_DIR") {
+            self.cache_dir = v.into();
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_PG_BIN_DIR") {
+            self.postgres.bin_dir = v;
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_PYTHON") {
+            self.tools.python = v;
+        }
+        for (name, slot) in [
+            ("LANGFLOW_INFRA_PORT_POSTGRES", &mut self.ports.postgres),
+            ("LANGFLOW_INFRA_PORT_AWS", &mut self.ports.aws),
+            ("LANGFLOW_INFRA_PORT_GATEWAY", &mut self.ports.gateway),
+        ] {
+            if let Some(v) = var(name) {
+                *slot = match v.parse() {
+                    Ok(port) => port,
+                    Err(_) => {
+                        bail!("{name}={v:?} is not a port number; use 0..=65535 (0 = free port)")
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn make_absolute(&mut self, root: &Path) {
+        for path in [
+            &mut self.state_dir,
+            &mut self.cache_dir,
+            &mut self.tenants_file,
+        ] {
+            if path.is_relative() {
+                *path = root.join(&*path);
+            }
+        }
+    }
+
+    /// Directory of per-service log files.
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// Directory of managed Python venvs.
+    pub fn venv_dir(&self) -> PathBuf {
+        self.cache_dir.join("venvs")
+    }
+}
+
+/// Finds the repository root: `LANGFLOW_INFRA_ROOT`, else the nearest ancestor of the current
+/// directory holding `harness.toml`, else `fallback` (the workspace the CLI was built from).
+pub fn find_root(fallback: &Path) -> PathBuf {
+    if let Some(root) = std::env::var_os("LANGFLOW_INFRA_ROOT").filter(|v| !v.is_empty()) {
+        return PathBuf::from(root);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            if dir.join(CONFIG_FILE).is_file() {
+                return dir.to_path_buf();
+            }
+        }
+    }
+    fallback.to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults_with_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert!(config.state_dir.is_absolute());
+        assert_eq!(config.postgres.database, "langflow");
+        assert_eq!(config.ports.postgres, 0);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "[ports]\npostgress = 5\n").unwrap();
+        let err = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("harness.toml"), "{err}");
+        assert!(err.contains("postgress"), "{err}");
+    }
+}

@@ -1,0 +1,15 @@
+//! langflow-infra harness: brings up a local emulation of the multi-tenant Langflow stack on AWS
+//! (Postgres, an AWS emulator, per-tenant Langflow instances behind an ALB-like gateway) and
+//! checks it. The `xtask` crate is a thin command line over this library.
+
+pub mod config;
+pub mod net;
+pub mod progress;
+pub mod report;
+pub mod runtime;
+pub mod secret;
+pub mod services;
+pub mod sql;
+pub mod stack;
+pub mod state;
+pub mod venv;

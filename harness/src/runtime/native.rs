@@ -1,0 +1,277 @@
+//! The native runtime: services are child processes on 127.0.0.1, each leading its own process
+//! group (so a terminal's Ctrl-C reaches only the harness, which then stops them in order, and a
+//! stop reaches the service's own children too). Liveness comes from /proc, with the process start
+//! time guarding against pid reuse.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+use super::{
+    Liveness, ProcessSpec, RunningProcess, Runtime, StopOutcome, StopSignal, RUN_MARKER_ENV,
+};
+
+/// Environment variable prefixes not passed from the caller to services: each service gets exactly
+/// the AWS / Langflow / Postgres settings its spec names, never the developer's own.
+const SCRUBBED_ENV_PREFIXES: &[&str] = &["AWS_", "LANGFLOW_", "PG", "BOTO_"];
+
+/// Child processes on this machine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NativeRuntime;
+
+/// Fields of /proc/<pid>/stat the runtime uses.
+#[derive(Debug, Clone, Copy)]
+struct ProcStat {
+    state: char,
+    pgrp: i32,
+    start_ticks: u64,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); pgrp is field 5, starttime field 22.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn rss_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn all_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+impl NativeRuntime {
+    /// Pids of live processes carrying `LANGFLOW_INFRA_RUN=<marker>` in their environment: every
+    /// process a run started, whether or not its state file still knows about it.
+    pub fn processes_of_run(marker: &str) -> Vec<i32> {
+        let needle = format!("{RUN_MARKER_ENV}={marker}");
+        all_pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .filter(|pid| proc_stat(*pid).is_some_and(|s| s.state != 'Z'))
+            .collect()
+    }
+
+    /// Stops every process of a run found by its marker (TERM, then KILL after `grace`), returning
+    /// how many there were.
+    pub fn stop_run_by_marker(marker: &str, grace: Duration) -> usize {
+        let pids = Self::processes_of_run(marker);
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !Self::processes_of_run(marker).is_empty() {
+            reap_children();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in Self::processes_of_run(marker) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        reap_children();
+        pids.len()
+    }
+}
+
+/// Collects exit statuses of any of our own exited children, so they do not linger as zombies.
+fn reap_children() {
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if matches!(status, nix::sys::wait::WaitStatus::StillAlive) {
+            break;
+        }
+    }
+}
+
+impl Runtime for NativeRuntime {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn start(&self, spec: &ProcessSpec, run_marker: &str) -> Result<RunningProcess> {
+        if let Some(parent) = spec.log.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create log directory {}", parent.display()))?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&spec.log)
+            .with_context(|| format!("cannot open log file {}", spec.log.display()))?;
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if SCRUBBED_ENV_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                command.env_remove(&*key);
+            }
+        }
+        command.envs(&spec.env).env(RUN_MARKER_ENV, run_marker);
+        if let Some((uid, gid)) = spec.run_as {
+            command.uid(uid).gid(gid);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {} ({})", spec.name, spec.program.display()))?;
+        let pid = child.id() as i32;
+        // The child is tracked through /proc from here on; dropping the handle does not stop it.
+        drop(child);
+        let start_ticks = proc_stat(pid).map(|s| s.start_ticks).unwrap_or_default();
+        Ok(RunningProcess {
+            runtime: self.name().into(),
+            pid,
+            start_ticks,
+            stop_signal: spec.stop_signal,
+        })
+    }
+
+    fn liveness(&self, process: &RunningProcess) -> Liveness {
+        match proc_stat(process.pid) {
+            Some(stat) if stat.start_ticks == process.start_ticks => {
+                if stat.state == 'Z' {
+                    // Our own exited child: collect it so the pid is released.
+                    let _ = waitpid(Pid::from_raw(process.pid), Some(WaitPidFlag::WNOHANG));
+                    Liveness::Exited
+                } else {
+                    Liveness::Running
+                }
+            }
+            _ => Liveness::Exited,
+        }
+    }
+
+    fn stop(&self, process: &RunningProcess, grace: Duration) -> Result<StopOutcome> {
+        if self.liveness(process) == Liveness::Exited {
+            // The leader is gone; make sure nothing of its group survived it.
+            let _ = killpg(Pid::from_raw(process.pid), Signal::SIGKILL);
+            return Ok(StopOutcome::AlreadyExited);
+        }
+        let group = Pid::from_raw(process.pid);
+        let signal = match process.stop_signal {
+            StopSignal::Term => Signal::SIGTERM,
+            StopSignal::Int => Signal::SIGINT,
+        };
+        match killpg(group, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(e).context(format!("cannot signal process group {}", process.pid))
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.liveness(process) == Liveness::Exited {
+                let _ = killpg(group, Signal::SIGKILL);
+                return Ok(StopOutcome::Stopped);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.liveness(process) == Liveness::Running && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(StopOutcome::Killed)
+    }
+
+    fn rss_bytes(&self, process: &RunningProcess) -> Option<u64> {
+        if self.liveness(process) == Liveness::Exited {
+            return None;
+        }
+        let total = all_pids()
+            .into_iter()
+            .filter(|pid| proc_stat(*pid).is_some_and(|s| s.pgrp == process.pid))
+            .filter_map(rss_of)
+            .sum();
+        Some(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn sleeper(dir: &std::path::Path) -> ProcessSpec {
+        ProcessSpec {
+            name: "sleeper".into(),
+            program: "/bin/sh".into(),
+            // A child of the service too: stop must take the whole group down.
+            args: vec!["-c".into(), "sleep 300 & wait".into()],
+            env: BTreeMap::new(),
+            cwd: dir.to_path_buf(),
+            log: dir.join("sleeper.log"),
+            run_as: None,
+            stop_signal: StopSignal::Term,
+        }
+    }
+
+    #[test]
+    fn start_track_and_stop_a_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().display().to_string();
+        let rt = NativeRuntime;
+        let p = rt.start(&sleeper(dir.path()), &marker).unwrap();
+        assert_eq!(rt.liveness(&p), Liveness::Running);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            NativeRuntime::processes_of_run(&marker).len(),
+            2,
+            "shell + background sleep"
+        );
+        assert!(rt.rss_bytes(&p).unwrap() > 0);
+        assert_eq!(
+            rt.stop(&p, Duration::from_secs(5)).unwrap(),
+            StopOutcome::Stopped
+        );
+        assert_eq!(rt.liveness(&p), Liveness::Exited);
+        assert!(NativeRuntime::processes_of_run(&marker).is_empty());
+        assert_eq!(
+            rt.stop(&p, Duration::from_secs(1)).unwrap(),
+            StopOutcome::AlreadyExited
+        );
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_ours() {
+        let me = RunningProcess {
+            runtime: "native".into(),
+            pid: std::process::id() as i32,
+            start_ticks: 1,
+            stop_signal: StopSignal::Term,
+        };
+        assert_eq!(NativeRuntime.liveness(&me), Liveness::Exited);
+    }
+}

@@ -1,0 +1,559 @@
+//! Up / status / down orchestration over the state file.
+//!
+//! Invariants:
+//! - every process is recorded in `state.json` in the same step that starts it, and carries the
+//!   run marker in its environment, so `down` (or a failed / interrupted `up`) can always stop it;
+//! - a second `up` while everything is alive changes nothing and reports what runs;
+//! - state whose processes are gone (stale) is detected, what is left of it stopped, and replaced;
+//! - a failed or interrupted `up` leaves nothing running and no state file behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::net;
+use crate::progress::Step;
+use crate::runtime::native::NativeRuntime;
+use crate::runtime::{Liveness, RunningProcess, Runtime, StopOutcome};
+use crate::services::{aws, postgres};
+use crate::state::{Probe, RunState, ServiceRecord, StateFiles, STATE_VERSION};
+
+/// How long a service gets to stop after its stop signal before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long Postgres may take to accept connections.
+const POSTGRES_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the emulator may take to answer its health endpoint.
+const AWS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Health of one service as `status` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Process alive and its probe answers.
+    Healthy,
+    /// Process alive but its probe fails.
+    Unhealthy,
+    /// Process gone.
+    Crashed,
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Runtime it runs in.
+    pub runtime: String,
+    /// Process id.
+    pub pid: i32,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// URL for clients.
+    pub url: String,
+    /// Health.
+    pub state: ServiceState,
+    /// Why it is not healthy (probe error, last log line).
+    pub detail: Option<String>,
+    /// Resident memory of the service's process group, in bytes.
+    pub rss_bytes: Option<u64>,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+/// Health of the whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackStatus {
+    /// State directory of the run.
+    pub state_dir: PathBuf,
+    /// Services in start order.
+    pub services: Vec<ServiceStatus>,
+}
+
+impl StackStatus {
+    /// True when every service is healthy.
+    pub fn healthy(&self) -> bool {
+        self.services
+            .iter()
+            .all(|s| s.state == ServiceState::Healthy)
+    }
+}
+
+/// What `up` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpOutcome {
+    /// Services were started.
+    Started,
+    /// Everything was already running; nothing was started.
+    AlreadyRunning,
+}
+
+/// Result of `up`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    /// Started or already running.
+    pub outcome: UpOutcome,
+    /// Services of a previous run found dead and cleaned up before starting.
+    pub cleaned_stale: Vec<String>,
+    /// Seconds until each started service was ready.
+    pub ready_secs: Vec<(String, f64)>,
+    /// Wall time of the whole `up`.
+    pub elapsed_secs: f64,
+    /// Status after `up`.
+    pub status: StackStatus,
+}
+
+/// Result of `down`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownReport {
+    /// Services stopped, with how.
+    pub stopped: Vec<(String, StopOutcome)>,
+    /// Processes of the run found by their marker but missing from the state file.
+    pub orphans_stopped: usize,
+    /// Whether the state file was corrupt (processes were then found by marker).
+    pub state_was_corrupt: bool,
+    /// Whether data (Postgres cluster, secrets) was removed too.
+    pub volumes_removed: bool,
+}
+
+/// A run of the stack described by one configuration.
+pub struct Stack {
+    config: Config,
+    files: StateFiles,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl Stack {
+    /// A stack for `config` on the native runtime.
+    pub fn new(config: Config) -> Self {
+        let files = StateFiles::new(&config.state_dir);
+        Self {
+            config,
+            files,
+            runtime: Arc::new(NativeRuntime),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The state files.
+    pub fn files(&self) -> &StateFiles {
+        &self.files
+    }
+
+    /// The runtime services run in.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// The marker value every process of this run carries (its state directory).
+    pub fn run_marker(&self) -> String {
+        std::fs::canonicalize(&self.config.state_dir)
+            .unwrap_or_else(|_| self.config.state_dir.clone())
+            .display()
+            .to_string()
+    }
+
+    /// Starts Postgres and the AWS emulator (in parallel), creates the Langflow database and the
+    /// tenant bucket. Idempotent; Ctrl-C or any failure tears down what was started.
+    pub async fn up(&self) -> Result<UpReport> {
+        let started = Instant::now();
+        let _lock = self.files.lock()?;
+        let mut cleaned_stale = Vec::new();
+        if let Some(previous) = self.files.read_state()? {
+            let status = self.status_of(&previous).await;
+            if status
+                .services
+                .iter()
+                .all(|s| s.state != ServiceState::Crashed)
+            {
+                return Ok(UpReport {
+                    outcome: UpOutcome::AlreadyRunning,
+                    cleaned_stale,
+                    ready_secs: Vec::new(),
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                    status,
+                });
+            }
+            cleaned_stale = status
+                .services
+                .iter()
+                .filter(|s| s.state == ServiceState::Crashed)
+                .map(|s| s.name.clone())
+                .collect();
+            self.stop_recorded(&previous);
+            self.files.remove_state()?;
+        }
+        // Processes of an `up` that was killed before it could record or clean up.
+        NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
+
+        let state = Arc::new(Mutex::new(RunState {
+            version: STATE_VERSION,
+            runtime: self.runtime.name().into(),
+            started_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            services: Default::default(),
+        }));
+        let outcome = tokio::select! {
+            result = self.start_infra(&state) => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C); stopped everything this `up` started")),
+        };
+        match outcome {
+            Ok(ready_secs) => {
+                let state = state.lock().expect("state lock").clone();
+                let status = self.status_of(&state).await;
+                Ok(UpReport {
+                    outcome: UpOutcome::Started,
+                    cleaned_stale,
+                    ready_secs,
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                    status,
+                })
+            }
+            Err(error) => {
+                let state = state.lock().expect("state lock").clone();
+                self.stop_recorded(&state);
+                NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
+                self.files.remove_state()?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_infra(&self, state: &Arc<Mutex<RunState>>) -> Result<Vec<(String, f64)>> {
+        self.files.ensure_dir()?;
+        let (pg, aws) = tokio::try_join!(self.start_postgres(state), self.start_aws(state))?;
+        Ok(vec![pg, aws])
+    }
+
+    /// Records a started service in the shared state and writes the state file.
+    fn record(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        name: &str,
+        record: ServiceRecord,
+    ) -> Result<()> {
+        let mut state = state.lock().expect("state lock");
+        state.services.insert(name.to_string(), record);
+        self.files.write_state(&state)
+    }
+
+    /// A liveness closure for readiness polling.
+    fn alive_fn(&self, process: &RunningProcess) -> impl FnMut() -> bool {
+        let runtime = self.runtime.clone();
+        let process = process.clone();
+        move || runtime.liveness(&process) == Liveness::Running
+    }
+
+    async fn start_postgres(&self, state: &Arc<Mutex<RunState>>) -> Result<(String, f64)> {
+        let step = Step::start("postgres");
+        let result: Result<(String, f64)> = async {
+            let t0 = Instant::now();
+            let config = &self.config;
+            let bin_dir = postgres::find_bin_dir(config)?;
+            let run_as = postgres::run_as_user(config)?;
+            let port = net::resolve_port("postgres", config.ports.postgres)?;
+            let mut secrets = self.files.read_secrets()?;
+            step.set_message("initdb");
+            let password = {
+                let (config, bin_dir, known) = (
+                    config.clone(),
+                    bin_dir.clone(),
+                    secrets.postgres_password.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    postgres::prepare_cluster(&config, &bin_dir, run_as, known)
+                })
+                .await??
+            };
+            if secrets.postgres_password.as_deref() != Some(password.as_str()) {
+                secrets.postgres_password = Some(password.clone());
+                self.files.write_secrets(&secrets)?;
+            }
+            let spec = postgres::process_spec(config, &bin_dir, run_as, port);
+            let process = self.runtime.start(&spec, &self.run_marker())?;
+            self.record(
+                state,
+                "postgres",
+                ServiceRecord {
+                    process: process.clone(),
+                    port,
+                    url: format!(
+                        "postgres://{}@127.0.0.1:{port}/{}",
+                        postgres::SUPERUSER,
+                        config.postgres.database
+                    ),
+                    log: spec.log.clone(),
+                    probe: Probe::Postgres,
+                    tier: 0,
+                },
+            )?;
+            step.set_message(format!("waiting for 127.0.0.1:{port}"));
+            postgres::wait_ready(
+                port,
+                &password,
+                POSTGRES_READY_TIMEOUT,
+                self.alive_fn(&process),
+            )
+            .await
+            .map_err(|e| with_log_tail(e, &spec.log))?;
+            postgres::ensure_database(port, &password, &config.postgres.database).await?;
+            Ok(("postgres".to_string(), t0.elapsed().as_secs_f64()))
+        }
+        .await;
+        finish_step(step, &result);
+        result
+    }
+
+    async fn start_aws(&self, state: &Arc<Mutex<RunState>>) -> Result<(String, f64)> {
+        let config = &self.config;
+        let venv = aws::venv(config)?;
+        {
+            let (venv, python) = (venv.clone(), config.tools.python.clone());
+            tokio::task::spawn_blocking(move || venv.ensure(&python)).await??;
+        }
+        let step = Step::start("aws emulator");
+        let result: Result<(String, f64)> = async {
+            let t0 = Instant::now();
+            let port = net::resolve_port("aws", config.ports.aws)?;
+            let spec = aws::process_spec(config, &venv, port);
+            std::fs::create_dir_all(&spec.cwd)?;
+            let process = self.runtime.start(&spec, &self.run_marker())?;
+            let url = aws::endpoint(port);
+            self.record(
+                state,
+                "aws",
+                ServiceRecord {
+                    process: process.clone(),
+                    port,
+                    url: url.clone(),
+                    log: spec.log.clone(),
+                    probe: Probe::Http {
+                        url: format!("{url}/_ministack/health"),
+                    },
+                    tier: 0,
+                },
+            )?;
+            step.set_message(format!("waiting for {url}"));
+            aws::wait_ready(port, AWS_READY_TIMEOUT, self.alive_fn(&process))
+                .await
+                .map_err(|e| with_log_tail(e, &spec.log))?;
+            aws::ensure_bucket(port, &config.aws.region, &config.aws.tenant_bucket).await?;
+            Ok(("aws".to_string(), t0.elapsed().as_secs_f64()))
+        }
+        .await;
+        finish_step(step, &result);
+        result
+    }
+
+    /// Status of the current run, or `None` when nothing is running.
+    pub async fn status(&self) -> Result<Option<StackStatus>> {
+        match self.files.read_state()? {
+            Some(state) => Ok(Some(self.status_of(&state).await)),
+            None => Ok(None),
+        }
+    }
+
+    async fn status_of(&self, state: &RunState) -> StackStatus {
+        let password = self
+            .files
+            .read_secrets()
+            .ok()
+            .and_then(|s| s.postgres_password);
+        let mut records: Vec<(&String, &ServiceRecord)> = state.services.iter().collect();
+        records.sort_by_key(|(name, record)| (record.tier, service_order(name)));
+        let checks = records.into_iter().map(|(name, record)| {
+            let password = password.clone();
+            async move {
+                let liveness = self.runtime.liveness(&record.process);
+                let (state, detail) = if liveness == Liveness::Exited {
+                    let detail = format!(
+                        "process {} exited; last log line: {}",
+                        record.process.pid,
+                        last_log_line(&record.log).unwrap_or_else(|| "(empty)".into())
+                    );
+                    (ServiceState::Crashed, Some(detail))
+                } else {
+                    match probe(record, password.as_deref(), &self.config.postgres.database).await {
+                        Ok(()) => (ServiceState::Healthy, None),
+                        Err(e) => (ServiceState::Unhealthy, Some(format!("{e:#}"))),
+                    }
+                };
+                ServiceStatus {
+                    name: name.clone(),
+                    runtime: record.process.runtime.clone(),
+                    pid: record.process.pid,
+                    port: record.port,
+                    url: record.url.clone(),
+                    state,
+                    detail,
+                    rss_bytes: self.runtime.rss_bytes(&record.process),
+                    log: record.log.clone(),
+                }
+            }
+        });
+        StackStatus {
+            state_dir: self.config.state_dir.clone(),
+            services: futures::future::join_all(checks).await,
+        }
+    }
+
+    /// Stops every recorded service, highest tier first (tenants, gateway, then infrastructure).
+    fn stop_recorded(&self, state: &RunState) -> Vec<(String, StopOutcome)> {
+        let mut records: Vec<(&String, &ServiceRecord)> = state.services.iter().collect();
+        records.sort_by_key(|(name, record)| {
+            (
+                std::cmp::Reverse(record.tier),
+                std::cmp::Reverse(service_order(name)),
+            )
+        });
+        records
+            .into_iter()
+            .map(|(name, record)| {
+                let outcome = self
+                    .runtime
+                    .stop(&record.process, STOP_GRACE)
+                    .unwrap_or(StopOutcome::AlreadyExited);
+                (name.clone(), outcome)
+            })
+            .collect()
+    }
+
+    /// Stops the run and removes its temporary state (state file, logs, emulator files);
+    /// with `volumes`, also the Postgres cluster and generated secrets. Idempotent.
+    pub fn down(&self, volumes: bool) -> Result<DownReport> {
+        if !self.config.state_dir.exists() {
+            return Ok(DownReport {
+                stopped: Vec::new(),
+                orphans_stopped: 0,
+                state_was_corrupt: false,
+                volumes_removed: volumes,
+            });
+        }
+        let _lock = self.files.lock()?;
+        let (state, state_was_corrupt) = match self.files.read_state() {
+            Ok(state) => (state, false),
+            Err(_) => (None, true),
+        };
+        let stopped = state
+            .as_ref()
+            .map(|s| self.stop_recorded(s))
+            .unwrap_or_default();
+        let orphans_stopped = NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
+        self.files.remove_state()?;
+        for temp in [self.config.log_dir(), self.config.state_dir.join("aws")] {
+            remove_dir_if_exists(&temp)?;
+        }
+        if volumes {
+            remove_dir_if_exists(&self.config.state_dir.join("postgres"))?;
+            remove_dir_if_exists(&self.config.state_dir.join("tenants"))?;
+            crate::state::remove_if_exists(&self.files.secrets_path())?;
+        }
+        Ok(DownReport {
+            stopped,
+            orphans_stopped,
+            state_was_corrupt,
+            volumes_removed: volumes,
+        })
+    }
+
+    /// Log file of service `name` in the current run (the name must be one of the run's services).
+    pub fn log_path(&self, name: &str) -> Result<PathBuf> {
+        let state = self
+            .files
+            .read_state()?
+            .ok_or_else(|| anyhow!("nothing is running; start the stack with `cargo xtask up`"))?;
+        crate::services::check_service_name(name, state.services.keys().map(String::as_str))?;
+        Ok(state.services[name].log.clone())
+    }
+
+    /// Log files of every service of the current run, in start order.
+    pub fn log_paths(&self) -> Result<Vec<(String, PathBuf)>> {
+        let state = self
+            .files
+            .read_state()?
+            .ok_or_else(|| anyhow!("nothing is running; start the stack with `cargo xtask up`"))?;
+        let mut logs: Vec<(u8, usize, String, PathBuf)> = state
+            .services
+            .iter()
+            .map(|(name, r)| (r.tier, service_order(name), name.clone(), r.log.clone()))
+            .collect();
+        logs.sort();
+        Ok(logs
+            .into_iter()
+            .map(|(_, _, name, log)| (name, log))
+            .collect())
+    }
+}
+
+/// Start order of known infrastructure services (others sort after them, by name).
+fn service_order(name: &str) -> usize {
+    crate::services::INFRA_SERVICES
+        .iter()
+        .position(|s| *s == name)
+        .unwrap_or(usize::MAX)
+}
+
+async fn probe(record: &ServiceRecord, password: Option<&str>, database: &str) -> Result<()> {
+    match &record.probe {
+        Probe::Postgres => {
+            let password = password.context("no Postgres password in secrets.json")?;
+            postgres::probe(record.port, password, database).await
+        }
+        Probe::Http { url } => {
+            let response = reqwest::Client::new()
+                .get(url)
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                anyhow::bail!("{url} answered {}", response.status());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn finish_step<T>(step: Step, result: &Result<T>) {
+    match result {
+        Ok(_) => step.finish("ready"),
+        Err(_) => step.fail(),
+    }
+}
+
+/// The last non-empty line of a log file.
+pub fn last_log_line(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.chars().take(300).collect())
+}
+
+fn with_log_tail(error: anyhow::Error, log: &Path) -> anyhow::Error {
+    match last_log_line(log) {
+        Some(line) => anyhow!(
+            "{error:#}; last log line: {line} (full log: {})",
+            log.display()
+        ),
+        None => error,
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}

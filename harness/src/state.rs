@@ -1,0 +1,231 @@
+//! Run state on disk: `state.json` (what is running: pids, ports, URLs) and `secrets.json`
+//! (generated credentials that must outlive a `down` as long as the data they protect does).
+//!
+//! Both files are written atomically (temp file + rename) with mode 0600. A lock file serialises
+//! commands that change the state (`up`, `down`, tenant changes) across shells.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::RunningProcess;
+
+/// Current state file format version.
+pub const STATE_VERSION: u32 = 1;
+
+/// What one `up` started and where to reach it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// Format version of this file.
+    pub version: u32,
+    /// Runtime that started the services (`native`).
+    pub runtime: String,
+    /// Unix time (seconds) the run started.
+    pub started_at: u64,
+    /// Services by name, in start order of their names.
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+/// One running service: its process and how to reach it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// The process the runtime started.
+    pub process: RunningProcess,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    /// URL a client uses (no credentials in it).
+    pub url: String,
+    /// Log file (stdout + stderr).
+    pub log: PathBuf,
+    /// How `status` checks it answers.
+    pub probe: Probe,
+    /// Stop tier: higher tiers stop first (0 infrastructure, 1 gateway, 2 tenant instances).
+    pub tier: u8,
+}
+
+/// How `status` checks that a service answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Probe {
+    /// Connect to Postgres as the superuser and run `SELECT 1`.
+    Postgres,
+    /// `GET url` answers 2xx.
+    Http {
+        /// URL to fetch.
+        url: String,
+    },
+}
+
+/// Generated secrets that belong to the run's data (kept across `down`, dropped by `down --volumes`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Secrets {
+    /// Password of the Postgres superuser `postgres`.
+    pub postgres_password: Option<String>,
+    /// Per-tenant secrets, by tenant prefix.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, serde_json::Value>,
+}
+
+/// Paths of the state files inside a state directory.
+#[derive(Debug, Clone)]
+pub struct StateFiles {
+    dir: PathBuf,
+}
+
+impl StateFiles {
+    /// State files under `dir` (created on first write).
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of `state.json`.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Path of `secrets.json`.
+    pub fn secrets_path(&self) -> PathBuf {
+        self.dir.join("secrets.json")
+    }
+
+    /// Creates the state directory (mode 0755: the Postgres OS user must traverse it; files are 0600).
+    pub fn ensure_dir(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.dir)
+            .with_context(|| format!("cannot create state directory {}", self.dir.display()))
+    }
+
+    /// Takes the exclusive lock for commands that change the run (blocks while another holds it).
+    pub fn lock(&self) -> Result<Flock<File>> {
+        self.ensure_dir()?;
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+    }
+
+    /// Reads `state.json`; `Ok(None)` when nothing is running. A corrupt file is an error naming
+    /// the file and the way out.
+    pub fn read_state(&self) -> Result<Option<RunState>> {
+        read_json(&self.state_path(), "run state")
+    }
+
+    /// Writes `state.json` atomically with mode 0600.
+    pub fn write_state(&self, state: &RunState) -> Result<()> {
+        write_json_0600(&self.state_path(), state)
+    }
+
+    /// Removes `state.json` (no error when absent).
+    pub fn remove_state(&self) -> Result<()> {
+        remove_if_exists(&self.state_path())
+    }
+
+    /// Reads `secrets.json`, or empty secrets when absent.
+    pub fn read_secrets(&self) -> Result<Secrets> {
+        Ok(read_json(&self.secrets_path(), "secrets")?.unwrap_or_default())
+    }
+
+    /// Writes `secrets.json` atomically with mode 0600.
+    pub fn write_secrets(&self, secrets: &Secrets) -> Result<()> {
+        write_json_0600(&self.secrets_path(), secrets)
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is corrupt ({what}: {e}); run `cargo xtask down` to stop what that run left and reset it",
+            path.display()
+        )
+    })
+}
+
+/// Writes `value` as pretty JSON to `path` through a 0600 temp file and a rename.
+pub fn write_json_0600<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let body = serde_json::to_vec_pretty(value)?;
+    file.write_all(&body)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Removes a file, ignoring "not found".
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn state_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StateFiles::new(dir.path());
+        files.ensure_dir().unwrap();
+        assert!(files.read_state().unwrap().is_none());
+        let state = RunState {
+            version: STATE_VERSION,
+            runtime: "native".into(),
+            ..Default::default()
+        };
+        files.write_state(&state).unwrap();
+        let mode = std::fs::metadata(files.state_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(files.read_state().unwrap().unwrap().runtime, "native");
+    }
+
+    #[test]
+    fn corrupt_state_names_file_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StateFiles::new(dir.path());
+        std::fs::write(files.state_path(), "{not json").unwrap();
+        let err = files.read_state().unwrap_err().to_string();
+        assert!(err.contains("state.json is corrupt"), "{err}");
+        assert!(err.contains("cargo xtask down"), "{err}");
+    }
+}

@@ -1,0 +1,274 @@
+//! The foundation slice end to end, with real processes: Postgres from the system binaries and the
+//! ministack emulator. Each test has its own state directory and free ports, so they run in
+//! parallel without colliding.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use harness::config::Config;
+use harness::runtime::native::NativeRuntime;
+use harness::runtime::{Liveness, Runtime};
+use harness::services::{aws, postgres::PgTarget};
+use harness::stack::{ServiceState, Stack, UpOutcome};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A state directory Postgres's OS user can reach (tempdirs live in /tmp).
+fn isolated_stack() -> (tempfile::TempDir, Stack) {
+    let dir = tempfile::Builder::new()
+        .prefix("lfi-test-")
+        .tempdir()
+        .unwrap();
+    let config = Config::isolated(&repo_root(), &dir.path().join("state")).unwrap();
+    (dir, Stack::new(config))
+}
+
+fn postgres_password(stack: &Stack) -> String {
+    stack
+        .files()
+        .read_secrets()
+        .unwrap()
+        .postgres_password
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_status_query_s3_then_down_leaves_no_process() {
+    let (_dir, stack) = isolated_stack();
+    let report = stack.up().await.expect("up");
+    assert_eq!(report.outcome, UpOutcome::Started);
+    let status = stack.status().await.unwrap().expect("state after up");
+    assert!(status.healthy(), "{status:#?}");
+    let names: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["postgres", "aws"]);
+
+    // A real SQL query over tokio-postgres, on the database `up` created.
+    let pg = status
+        .services
+        .iter()
+        .find(|s| s.name == "postgres")
+        .unwrap();
+    let target = PgTarget::superuser(pg.port, &postgres_password(&stack), "langflow");
+    let client = target.connect().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT current_database(), current_setting('listen_addresses'), $1::int + 1",
+            &[&41i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "langflow");
+    assert_eq!(row.get::<_, String>(1), "127.0.0.1");
+    assert_eq!(row.get::<_, i32>(2), 42);
+    drop(client);
+
+    // An S3 put/get through aws-sdk-s3 against the emulator, in the bucket `up` created.
+    let aws_port = status
+        .services
+        .iter()
+        .find(|s| s.name == "aws")
+        .unwrap()
+        .port;
+    let config = stack.config();
+    let s3 = aws::s3_client(aws_port, &config.aws.region).await;
+    let body = format!("hello from {}", std::process::id());
+    s3.put_object()
+        .bucket(&config.aws.tenant_bucket)
+        .key("tenants/t-000000/probe.txt")
+        .body(body.clone().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket(&config.aws.tenant_bucket)
+        .key("tenants/t-000000/probe.txt")
+        .send()
+        .await
+        .unwrap();
+    let bytes = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(bytes.as_ref(), body.as_bytes());
+
+    // State file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(stack.files().state_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let state = stack.files().read_state().unwrap().unwrap();
+    let processes: Vec<_> = state.services.values().map(|r| r.process.clone()).collect();
+    let marker = stack.run_marker();
+    assert!(NativeRuntime::processes_of_run(&marker).len() >= 2);
+
+    let down = stack.down(false).unwrap();
+    assert_eq!(down.stopped.len(), 2);
+    for process in &processes {
+        assert_eq!(
+            NativeRuntime.liveness(process),
+            Liveness::Exited,
+            "pid {} survived down",
+            process.pid
+        );
+    }
+    assert!(
+        NativeRuntime::processes_of_run(&marker).is_empty(),
+        "a process of the run survived down"
+    );
+    assert!(stack.status().await.unwrap().is_none());
+    // Data and its password survive a plain down.
+    assert!(stack
+        .config()
+        .state_dir
+        .join("postgres/data/PG_VERSION")
+        .is_file());
+    assert!(stack
+        .files()
+        .read_secrets()
+        .unwrap()
+        .postgres_password
+        .is_some());
+
+    // A second down is a no-op.
+    let again = stack.down(true).unwrap();
+    assert!(again.stopped.is_empty());
+    assert!(!stack.config().state_dir.join("postgres").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_up_reports_running_and_a_crash_is_detected_and_cleaned() {
+    let (_dir, stack) = isolated_stack();
+    let first = stack.up().await.unwrap();
+    let pids: Vec<i32> = first.status.services.iter().map(|s| s.pid).collect();
+
+    let second = stack.up().await.unwrap();
+    assert_eq!(second.outcome, UpOutcome::AlreadyRunning);
+    let again: Vec<i32> = second.status.services.iter().map(|s| s.pid).collect();
+    assert_eq!(pids, again, "a second up must not start duplicates");
+
+    // Kill the emulator behind the harness's back: status reports it crashed.
+    let aws_pid = first
+        .status
+        .services
+        .iter()
+        .find(|s| s.name == "aws")
+        .unwrap()
+        .pid;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(aws_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut crashed = false;
+    for _ in 0..50 {
+        let status = stack.status().await.unwrap().unwrap();
+        let aws = status.services.iter().find(|s| s.name == "aws").unwrap();
+        if aws.state == ServiceState::Crashed {
+            assert!(aws.detail.as_deref().unwrap().contains("exited"));
+            assert!(!status.healthy());
+            crashed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        crashed,
+        "status never reported the killed emulator as crashed"
+    );
+
+    // The next up cleans the stale run and starts a fresh one, Postgres data reused.
+    let third = stack.up().await.unwrap();
+    assert_eq!(third.outcome, UpOutcome::Started);
+    assert_eq!(third.cleaned_stale, vec!["aws".to_string()]);
+    assert!(third.status.healthy(), "{:#?}", third.status);
+    let old_pg = pids[0];
+    assert!(third
+        .status
+        .services
+        .iter()
+        .all(|s| s.pid != old_pg && s.pid != aws_pid));
+    stack.down(true).unwrap();
+    assert!(NativeRuntime::processes_of_run(&stack.run_marker()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_port_in_use_fails_cleanly() {
+    let (_dir, stack) = isolated_stack();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let mut config = stack.config().clone();
+    config.ports.aws = port;
+    let stack = Stack::new(config);
+    let err = format!("{:#}", stack.up().await.unwrap_err());
+    assert!(
+        err.contains(&format!("port {port} for aws is in use")),
+        "{err}"
+    );
+    // Nothing half-started: Postgres (started in parallel) was stopped and no state is left.
+    assert!(stack.files().read_state().unwrap().is_none());
+    assert!(NativeRuntime::processes_of_run(&stack.run_marker()).is_empty());
+    stack.down(true).unwrap();
+}
+
+#[tokio::test]
+async fn missing_postgres_binaries_name_the_package() {
+    let (dir, stack) = isolated_stack();
+    let mut config = stack.config().clone();
+    config.postgres.bin_dir = dir.path().join("no-such-bin").display().to_string();
+    let stack = Stack::new(config);
+    let err = format!("{:#}", stack.up().await.unwrap_err());
+    assert!(err.contains("apt-get install postgresql"), "{err}");
+    assert!(stack.files().read_state().unwrap().is_none());
+    assert!(NativeRuntime::processes_of_run(&stack.run_marker()).is_empty());
+}
+
+#[tokio::test]
+async fn corrupt_state_is_refused_by_up_and_cleared_by_down() {
+    let (_dir, stack) = isolated_stack();
+    stack.files().ensure_dir().unwrap();
+    std::fs::write(
+        stack.files().state_path(),
+        "{\"version\": 1, \"services\": [",
+    )
+    .unwrap();
+    let err = format!("{:#}", stack.up().await.unwrap_err());
+    assert!(err.contains("state.json is corrupt"), "{err}");
+    assert!(err.contains("cargo xtask down"), "{err}");
+    let report = stack.down(false).unwrap();
+    assert!(report.state_was_corrupt);
+    assert!(!stack.files().state_path().exists());
+}
+
+#[tokio::test]
+async fn logs_of_unknown_service_lists_known_ones() {
+    let (_dir, stack) = isolated_stack();
+    let err = stack.log_path("postgres").unwrap_err().to_string();
+    assert!(err.contains("nothing is running"), "{err}");
+    let mut state = harness::state::RunState::default();
+    state.services.insert(
+        "postgres".into(),
+        harness::state::ServiceRecord {
+            process: harness::runtime::RunningProcess {
+                runtime: "native".into(),
+                pid: 1,
+                start_ticks: 0,
+                stop_signal: harness::runtime::StopSignal::Int,
+            },
+            port: 1,
+            url: String::new(),
+            log: PathBuf::from("/dev/null"),
+            probe: harness::state::Probe::Postgres,
+            tier: 0,
+        },
+    );
+    stack.files().ensure_dir().unwrap();
+    stack.files().write_state(&state).unwrap();
+    let err = stack.log_path("redis").unwrap_err().to_string();
+    assert_eq!(err, "unknown service 'redis'; known services: postgres");
+}
