@@ -80,6 +80,17 @@ impl NativeRuntime {
             .collect()
     }
 
+    /// One environment variable of a live process (from /proc/<pid>/environ), e.g. to check the
+    /// key an instance really runs with rather than the one the harness meant to give it.
+    pub fn env_var_of(pid: i32, name: &str) -> Option<String> {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let prefix = format!("{name}=");
+        environ.split(|b| *b == 0).find_map(|var| {
+            var.strip_prefix(prefix.as_bytes())
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+        })
+    }
+
     /// Stops every process of a run found by its marker (TERM, then KILL after `grace`), returning
     /// how many there were.
     pub fn stop_run_by_marker(marker: &str, grace: Duration) -> usize {
@@ -245,12 +256,15 @@ mod tests {
         let rt = NativeRuntime;
         let p = rt.start(&sleeper(dir.path()), &marker).unwrap();
         assert_eq!(rt.liveness(&p), Liveness::Running);
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(
-            NativeRuntime::processes_of_run(&marker).len(),
-            2,
-            "shell + background sleep"
-        );
+        // The shell forks its background sleep asynchronously; on a loaded machine
+        // that can take well over 200 ms, so wait for it with a generous bound.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = NativeRuntime::processes_of_run(&marker).len();
+        while seen < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            seen = NativeRuntime::processes_of_run(&marker).len();
+        }
+        assert_eq!(seen, 2, "shell + background sleep");
         assert!(rt.rss_bytes(&p).unwrap() > 0);
         assert_eq!(
             rt.stop(&p, Duration::from_secs(5)).unwrap(),
