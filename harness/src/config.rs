@@ -15,6 +15,9 @@ pub const CONFIG_FILE: &str = "harness.toml";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Repository root the configuration was loaded from (not a file key).
+    #[serde(skip)]
+    pub root: PathBuf,
     /// Directory holding run state: state file, logs, secrets, Postgres data.
     pub state_dir: PathBuf,
     /// Directory for reusable downloads (Python venvs), shared by every run on the machine.
@@ -79,6 +82,9 @@ pub struct AwsConfig {
 pub struct LangflowConfig {
     /// Pinned `langflow-base` version (PyPI).
     pub version: String,
+    /// Login attempts per minute per client IP (`LANGFLOW_RATE_LIMIT_PER_MINUTE`; Langflow's
+    /// default is 5). The gateway is a trusted proxy, so the client IP is its X-Forwarded-For.
+    pub login_rate_limit_per_minute: u32,
 }
 
 /// External tool settings.
@@ -94,6 +100,7 @@ pub struct ToolsConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            root: PathBuf::from("."),
             state_dir: PathBuf::from(".harness"),
             cache_dir: default_cache_dir(),
             tenants_file: PathBuf::from("fixtures/tenants.yaml"),
@@ -132,6 +139,7 @@ impl Default for LangflowConfig {
     fn default() -> Self {
         Self {
             version: "1.13.0".into(),
+            login_rate_limit_per_minute: 5,
         }
     }
 }
@@ -175,6 +183,7 @@ impl Config {
         };
         config.apply_env_overrides()?;
         config.make_absolute(root);
+        config.root = root.to_path_buf();
         Ok(config)
     }
 
@@ -184,6 +193,16 @@ impl Config {
         let mut config = Self::load(root)?;
         config.state_dir = state_dir.to_path_buf();
         config.ports = Ports::default();
+        Ok(config)
+    }
+
+    /// An isolated configuration under `dir` (state in `dir/state`) whose tenants file
+    /// `dir/tenants.yaml` is written with `tenants_yaml`.
+    pub fn isolated_with_tenants(root: &Path, dir: &Path, tenants_yaml: &str) -> Result<Self> {
+        let mut config = Self::isolated(root, &dir.join("state"))?;
+        config.tenants_file = dir.join("tenants.yaml");
+        std::fs::write(&config.tenants_file, tenants_yaml)
+            .with_context(|| format!("cannot write {}", config.tenants_file.display()))?;
         Ok(config)
     }
 

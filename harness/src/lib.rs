@@ -2,7 +2,10 @@
 //! (Postgres, an AWS emulator, per-tenant Langflow instances behind an ALB-like gateway) and
 //! checks it. The `xtask` crate is a thin command line over this library.
 
+pub mod bench;
 pub mod config;
+pub mod e2e;
+pub mod gateway;
 pub mod net;
 pub mod progress;
 pub mod report;
@@ -12,4 +15,6 @@ pub mod services;
 pub mod sql;
 pub mod stack;
 pub mod state;
+pub mod tenancy;
+pub mod validate;
 pub mod venv;

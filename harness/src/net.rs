@@ -26,6 +26,17 @@ pub fn resolve_port(service: &str, configured: u16) -> Result<u16> {
     Ok(configured)
 }
 
+/// `n` distinct free ports on 127.0.0.1 (all held open together while choosing, so none repeats).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(SocketAddr::from((LOOPBACK, 0))))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
 /// Polls `probe` every `interval` until it returns `Ok(true)`, `alive` returns false, or `timeout`
 /// passes. The error says which of those happened, with the last probe error.
 pub async fn wait_until<F, Fut>(

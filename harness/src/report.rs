@@ -74,3 +74,223 @@ pub fn down_summary(report: &DownReport) -> String {
     });
     lines.join("\n")
 }
+
+/// The per-tenant table `up` prints: where each tenant is and, once, the passwords it created.
+pub fn tenants_table(
+    tenants: &[crate::stack::TenantEndpoint],
+    credentials: &[crate::tenancy::IssuedCredentials],
+) -> String {
+    let mut table = table(&["tenant", "url", "schema", "username", "password"]);
+    for tenant in tenants {
+        let mut names: Vec<&str> = tenant.users.iter().map(String::as_str).collect();
+        if names.is_empty() {
+            names.push("-");
+        }
+        for name in names {
+            let password = credentials
+                .iter()
+                .find(|c| c.schema == tenant.schema && c.username == name)
+                .map_or("(unchanged; `tenant user-reset` sets a new one)", |c| {
+                    c.password.as_str()
+                });
+            table.add_row(vec![
+                Cell::new(&tenant.prefix),
+                Cell::new(&tenant.url),
+                Cell::new(&tenant.schema),
+                Cell::new(name),
+                Cell::new(if name == "-" { "" } else { password }),
+            ]);
+        }
+    }
+    table.to_string()
+}
+
+/// `tenant schema-list`.
+pub fn schemas_table(schemas: &[crate::tenancy::TenantSchema]) -> String {
+    let mut table = table(&["prefix", "schema", "users", "alembic revision"]);
+    for schema in schemas {
+        table.add_row(vec![
+            Cell::new(&schema.prefix),
+            Cell::new(&schema.schema),
+            Cell::new(schema.users),
+            Cell::new(schema.revision.as_deref().unwrap_or("-")),
+        ]);
+    }
+    table.to_string()
+}
+
+/// `tenant user-list`.
+pub fn users_table(users: &[crate::tenancy::TenantUser]) -> String {
+    let mut table = table(&["username", "active", "superuser", "created", "last login"]);
+    for user in users {
+        table.add_row(vec![
+            Cell::new(&user.username),
+            Cell::new(user.active),
+            Cell::new(user.superuser),
+            Cell::new(&user.created_at),
+            Cell::new(user.last_login_at.as_deref().unwrap_or("-")),
+        ]);
+    }
+    table.to_string()
+}
+
+/// Credentials just issued (`user-add`, `user-reset`), with the once-only notice.
+pub fn credentials_table(credentials: &crate::tenancy::IssuedCredentials) -> String {
+    let mut table = table(&["schema", "username", "password"]);
+    table.add_row(vec![
+        Cell::new(&credentials.schema),
+        Cell::new(&credentials.username),
+        Cell::new(&credentials.password),
+    ]);
+    let notice = if credentials.generated {
+        "\nThe password was generated and is shown only now; it is stored only as a bcrypt hash."
+    } else {
+        ""
+    };
+    format!("{table}{notice}")
+}
+
+/// `bench` results.
+pub fn bench_table(report: &crate::bench::BenchReport) -> String {
+    let mut table = table(&["metric", "value", "target", "result"]);
+    for m in &report.measurements {
+        let (text, color) = match (m.target, m.pass) {
+            (None, _) => ("-", Color::Reset),
+            (Some(_), true) => ("pass", Color::Green),
+            (Some(_), false) => ("FAIL", Color::Red),
+        };
+        table.add_row(vec![
+            Cell::new(&m.metric),
+            Cell::new(format!("{:.2} {}", m.value, m.unit)),
+            Cell::new(
+                m.target
+                    .map_or("-".into(), |t| format!("<= {t} {}", m.unit)),
+            ),
+            Cell::new(text).fg(color),
+        ]);
+    }
+    table.to_string()
+}
+
+/// The e2e results table and a one-line summary.
+pub fn e2e_table(report: &crate::e2e::E2eReport) -> String {
+    use crate::e2e::Outcome;
+    let mut table = table(&["check", "tenants", "result", "ms", "evidence"]);
+    for r in &report.results {
+        let (text, color) = match r.outcome {
+            Outcome::Pass => ("pass", Color::Green),
+            Outcome::Fail => ("FAIL", Color::Red),
+            Outcome::Skip => ("skip", Color::Yellow),
+        };
+        table.add_row(vec![
+            Cell::new(&r.check),
+            Cell::new(&r.pair),
+            Cell::new(text).fg(color),
+            Cell::new(format!("{:.0}", r.ms)),
+            Cell::new(r.evidence.as_deref().unwrap_or("")),
+        ]);
+    }
+    let count = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
+    format!(
+        "{table}\n{} passed, {} failed, {} skipped against {} (up {:.1}s, setup {:.1}s, checks {:.1}s, down {:.1}s)",
+        count(Outcome::Pass),
+        count(Outcome::Fail),
+        count(Outcome::Skip),
+        report.target,
+        report.up_secs,
+        report.setup_secs,
+        report.checks_secs,
+        report.down_secs
+    )
+}
+
+/// `validate` findings and a summary line.
+pub fn validate_table(report: &crate::validate::ValidateReport) -> String {
+    use crate::validate::Severity;
+    let mut table = table(&[
+        "severity", "check", "rule", "location", "resource", "message", "fix",
+    ]);
+    for f in &report.findings {
+        let (text, color) = match f.severity {
+            Severity::Error => ("error", Color::Red),
+            Severity::Warning => ("warning", Color::Yellow),
+            Severity::Info => ("info", Color::Reset),
+        };
+        table.add_row(vec![
+            Cell::new(text).fg(color),
+            Cell::new(&f.check),
+            Cell::new(&f.rule),
+            Cell::new(format!("{}:{}", f.file, f.line)),
+            Cell::new(f.resource.as_deref().unwrap_or("")),
+            Cell::new(&f.message),
+            Cell::new(f.fix.as_deref().unwrap_or("")),
+        ]);
+    }
+    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
+    let timings: Vec<String> = report
+        .timings
+        .iter()
+        .map(|(part, secs)| format!("{part} {secs:.2}s"))
+        .collect();
+    format!(
+        "{}{} templates, {} parameter files: {} errors, {} warnings, {} info ({})",
+        if report.findings.is_empty() {
+            String::new()
+        } else {
+            format!("{table}\n")
+        },
+        report.templates.len(),
+        report.parameter_files.len(),
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+        timings.join(", ")
+    )
+}
+
+/// `validate --rehearse` results.
+pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> String {
+    let mut table = table(&["stack", "status", "s", "outputs / reason"]);
+    for s in &rehearsal.stacks {
+        let mut detail = match &s.reason {
+            Some(reason) => reason.clone(),
+            None => s
+                .outputs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        if !s.skipped.is_empty() {
+            detail.push_str(&format!(
+                "\n(left out, unknown to the emulator: {})",
+                s.skipped.join(", ")
+            ));
+        }
+        let color = if s.status == "CREATE_COMPLETE" {
+            Color::Green
+        } else {
+            Color::Red
+        };
+        table.add_row(vec![
+            Cell::new(&s.name),
+            Cell::new(&s.status).fg(color),
+            Cell::new(format!("{:.1}", s.secs)),
+            Cell::new(detail),
+        ]);
+    }
+    format!(
+        "{table}\nrehearsal of stage {}: {}; stacks {}",
+        rehearsal.stage,
+        if rehearsal.ok() {
+            "all stacks created"
+        } else {
+            "FAILED"
+        },
+        if rehearsal.deleted {
+            "deleted"
+        } else {
+            "NOT all deleted"
+        }
+    )
+}

@@ -47,6 +47,13 @@ pub fn hex(n: usize) -> String {
     out
 }
 
+/// A Langflow-style secret key: urlsafe base64 of 32 random bytes (what `secrets.token_urlsafe(32)`
+/// makes), so Langflow can derive its Fernet key from it.
+pub fn urlsafe_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
 /// Writes `contents` to `path`, created with mode 0600 (truncating an existing file).
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
     let mut file = OpenOptions::new()

@@ -68,9 +68,22 @@ pub enum Probe {
 pub struct Secrets {
     /// Password of the Postgres superuser `postgres`.
     pub postgres_password: Option<String>,
-    /// Per-tenant secrets, by tenant prefix.
+    /// Per-tenant secrets, by schema id.
     #[serde(default)]
-    pub tenants: BTreeMap<String, serde_json::Value>,
+    pub tenants: BTreeMap<String, TenantSecrets>,
+}
+
+/// Secrets of one tenant: what its Langflow instance needs to start. User passwords are never
+/// stored (only their bcrypt hashes, in the tenant's `user` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantSecrets {
+    /// Password of the tenant's Postgres login role.
+    pub role_password: String,
+    /// The instance's `LANGFLOW_SECRET_KEY` (urlsafe base64 of 32 random bytes), never shared.
+    pub secret_key: String,
+    /// Password of the tenant's operator superuser (Langflow requires one at start when
+    /// auto-login is off; see `tenancy::OPERATOR_USERNAME`).
+    pub operator_password: String,
 }
 
 /// Paths of the state files inside a state directory.

@@ -25,7 +25,7 @@ fn isolated_stack() -> (tempfile::TempDir, Stack) {
         .tempdir()
         .unwrap();
     let config = Config::isolated(&repo_root(), &dir.path().join("state")).unwrap();
-    (dir, Stack::new(config))
+    (dir, Stack::new(config).infra_only())
 }
 
 fn postgres_password(stack: &Stack) -> String {
@@ -204,7 +204,7 @@ async fn fixed_port_in_use_fails_cleanly() {
     let port = busy.local_addr().unwrap().port();
     let mut config = stack.config().clone();
     config.ports.aws = port;
-    let stack = Stack::new(config);
+    let stack = Stack::new(config).infra_only();
     let err = format!("{:#}", stack.up().await.unwrap_err());
     assert!(
         err.contains(&format!("port {port} for aws is in use")),
@@ -221,7 +221,7 @@ async fn missing_postgres_binaries_name_the_package() {
     let (dir, stack) = isolated_stack();
     let mut config = stack.config().clone();
     config.postgres.bin_dir = dir.path().join("no-such-bin").display().to_string();
-    let stack = Stack::new(config);
+    let stack = Stack::new(config).infra_only();
     let err = format!("{:#}", stack.up().await.unwrap_err());
     assert!(err.contains("apt-get install postgresql"), "{err}");
     assert!(stack.files().read_state().unwrap().is_none());

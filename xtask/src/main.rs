@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use harness::config::{find_root, Config};
 use harness::report;
-use harness::stack::{Stack, UpOutcome};
+use harness::stack::{GatewayCommand, Stack, UpOutcome};
+use harness::tenancy::{naming, Tenancy};
 
 /// Local dev and test harness for a multi-tenant Langflow stack on AWS.
 #[derive(Parser)]
@@ -22,11 +23,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start Postgres and the AWS emulator (idempotent); prints what runs where.
+    /// Start the stack (idempotent): Postgres, the AWS emulator, the tenants of the tenants file,
+    /// the gateway and one Langflow instance per tenant; prints what runs where.
     Up {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Start only Postgres and the AWS emulator.
+        #[arg(long)]
+        infra_only: bool,
         /// Stay in the foreground; Ctrl-C then stops everything.
         #[arg(long)]
         foreground: bool,
@@ -50,6 +55,157 @@ enum Command {
         /// Also drop data: the Postgres cluster and generated secrets.
         #[arg(long)]
         volumes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// tenantmgr: tenant schemas and their Langflow users (the stack must be up).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Measure the tenancy targets: warm `up` with 2 tenants vs 1 (ratio <= 1.3) and RSS per
+    /// instance (<= 650 MB), on isolated stacks. Exit 1 when a target is missed.
+    Bench {
+        /// Warm starts per configuration (the fastest is kept).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tenant-isolation suite: brings up an isolated stack with two tenants (beside any
+    /// `up`), runs every check, prints a table, tears down. Exit 1 when a check fails.
+    E2e {
+        /// Leave the isolated stack running afterwards (its state dir is printed).
+        #[arg(long)]
+        keep: bool,
+        /// Write a JUnit XML report.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Write a JSON report.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Run the HTTP-level checks against a deployed stack (its ALB base URL) instead.
+        #[arg(long, value_name = "URL", requires = "credentials")]
+        target: Option<String>,
+        /// Tenant credentials for --target: {"tenants": [{"prefix", "username", "password"}, ...]}.
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
+        /// Requests in the concurrency check.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        /// Break isolation on purpose to see the suite fail: shared-secret-key or shared-database-role.
+        #[arg(long, value_name = "FAULT", conflicts_with = "target")]
+        inject_fault: Option<harness::stack::Fault>,
+    },
+    /// Check the CloudFormation templates: parsing, cfn-lint, cross-stack wiring, parameter files
+    /// (exit 1 on any error-level finding).
+    Validate {
+        /// Folder holding the *.cfn.yaml templates and params/*.json.
+        #[arg(long, default_value = "aws")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
+        format: ValidateFormat,
+        /// Skip cfn-lint (parsing, wiring and parameter checks only).
+        #[arg(long)]
+        no_lint: bool,
+        /// Also deploy vpc → rds → ecr → fargate into the emulator's CloudFormation with this
+        /// stage's parameter files, report status and outputs, then delete them.
+        #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev")]
+        rehearse: Option<String>,
+    },
+    /// Serve the gateway (started by `up`; not for direct use).
+    #[command(hide = true)]
+    GatewayServe {
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// Routes file.
+        #[arg(long)]
+        routes: PathBuf,
+    },
+}
+
+/// Which user of which tenant, and optionally the password to set.
+#[derive(clap::Args)]
+struct UserArgs {
+    /// Schema id (see schema-list).
+    #[arg(long)]
+    schema: String,
+    /// Login name (unique per tenant, case-insensitive).
+    #[arg(long)]
+    username: String,
+    /// Password to set; generated (16 characters) and shown once when absent.
+    #[arg(long)]
+    password: Option<String>,
+}
+
+/// Output formats of `validate`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ValidateFormat {
+    /// A table and a summary line.
+    Human,
+    /// The report as JSON.
+    Json,
+    /// SARIF 2.1.0 (code-scanning UIs).
+    Sarif,
+    /// JUnit XML (CI systems).
+    Junit,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant: schema `<prefix>-<6 hex>`, its role, Langflow's tables; starts its
+    /// instance when the stack runs.
+    SchemaAdd {
+        /// Tenant prefix: 1-50 letters, digits, '_' or '-' (served at /tenant/<prefix>/).
+        #[arg(long)]
+        prefix: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenant schemas.
+    SchemaList {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tenant: its instance, schema, role, users and data.
+    SchemaRm {
+        /// Schema id (see schema-list).
+        #[arg(long)]
+        schema: String,
+        /// Confirm the removal (it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Add a Langflow user to a tenant; without --password one is generated and shown once.
+    UserAdd {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Make the user a Langflow superuser.
+        #[arg(long)]
+        superuser: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a new password for a user; without --password one is generated and shown once.
+    UserReset {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's users.
+    UserList {
+        /// Schema id (see schema-list).
+        #[arg(long)]
+        schema: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -89,9 +245,17 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The gateway runs as this same executable's hidden `gateway-serve` command.
+fn gateway_command() -> Result<GatewayCommand> {
+    Ok(GatewayCommand {
+        program: std::env::current_exe()?,
+        args: vec!["gateway-serve".into()],
+    })
+}
+
 fn load_stack() -> Result<Stack> {
     let root = find_root(&workspace_root());
-    Ok(Stack::new(Config::load(&root)?))
+    Ok(Stack::new(Config::load(&root)?).with_gateway_command(gateway_command()?))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -100,9 +264,128 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let stack = load_stack()?;
+    if let Command::GatewayServe { port, routes } = cli.command {
+        harness::gateway::serve(port, routes).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stack = load_stack()?;
     match cli.command {
-        Command::Up { json, foreground } => {
+        Command::GatewayServe { .. } => unreachable!("handled above"),
+        Command::Tenant { command } => tenant(&stack, command).await,
+        Command::E2e {
+            keep,
+            junit,
+            json,
+            target,
+            credentials,
+            concurrency,
+            inject_fault,
+        } => {
+            let report = match (target, credentials) {
+                (Some(url), Some(file)) => {
+                    harness::e2e::run_against_target(&url, &file, concurrency).await?
+                }
+                _ => {
+                    let options = harness::e2e::local::LocalOptions {
+                        keep,
+                        concurrency,
+                        fault: inject_fault,
+                    };
+                    let run = harness::e2e::local::run(
+                        &stack.config().root,
+                        &gateway_command()?,
+                        &options,
+                    )
+                    .await?;
+                    if let (Some(dir), Some(creds)) = (&run.kept_state_dir, &run.kept_credentials) {
+                        eprintln!(
+                            "kept the e2e stack: LANGFLOW_INFRA_STATE_DIR={dir} cargo xtask status (or logs, tenant ...); \
+                             credentials in {creds} (usable with --target {url} --credentials {creds}); \
+                             stop it with LANGFLOW_INFRA_STATE_DIR={dir} cargo xtask down --volumes",
+                            dir = dir.display(),
+                            creds = creds.display(),
+                            url = run.report.target,
+                        );
+                    }
+                    run.report
+                }
+            };
+            println!("{}", report::e2e_table(&report));
+            if let Some(path) = junit {
+                write_report(&path, &harness::e2e::junit::render(&report))?;
+            }
+            if let Some(path) = json {
+                write_report(&path, &serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(exit_code(report.failures() == 0))
+        }
+        Command::Validate {
+            dir,
+            format,
+            no_lint,
+            rehearse,
+        } => {
+            let dir = if dir.is_relative() {
+                stack.config().root.join(dir)
+            } else {
+                dir
+            };
+            let options = harness::validate::ValidateOptions {
+                dir,
+                lint: !no_lint,
+                rules: stack.config().root.join("rules"),
+            };
+            let report = harness::validate::run(stack.config(), &options).await?;
+            let rehearsal = match &rehearse {
+                Some(stage) if report.errors() == 0 => {
+                    let (templates, params) =
+                        harness::validate::rehearse::load_inputs(&options.dir)?;
+                    Some(
+                        harness::validate::rehearse::run(
+                            stack.config(),
+                            &templates,
+                            &params,
+                            stage,
+                        )
+                        .await?,
+                    )
+                }
+                Some(_) => {
+                    eprintln!("not rehearsing: fix the error-level findings first");
+                    None
+                }
+                None => None,
+            };
+            if let Some(rehearsal) = &rehearsal {
+                eprintln!("{}", report::rehearsal_table(rehearsal));
+            }
+            let rehearsal_ok = rehearsal.as_ref().is_none_or(|r| r.ok());
+            match format {
+                ValidateFormat::Human => println!("{}", report::validate_table(&report)),
+                ValidateFormat::Json => print_json(&report)?,
+                ValidateFormat::Sarif => println!("{}", harness::validate::formats::sarif(&report)),
+                ValidateFormat::Junit => println!("{}", harness::validate::formats::junit(&report)),
+            }
+            Ok(exit_code(report.errors() == 0 && rehearsal_ok))
+        }
+        Command::Bench { runs, json } => {
+            let report =
+                harness::bench::tenancy(&stack.config().root, &gateway_command()?, runs).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!("{}", report::bench_table(&report));
+            }
+            Ok(exit_code(report.pass()))
+        }
+        Command::Up {
+            json,
+            infra_only,
+            foreground,
+        } => {
+            if infra_only {
+                stack = stack.infra_only();
+            }
             let report = stack.up().await?;
             if json {
                 print_json(&report)?;
@@ -119,8 +402,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     println!("stack is up in {:.1}s:", report.elapsed_secs);
                 }
                 println!("{}", report::status_table(&report.status));
+                if !report.tenants.is_empty() {
+                    println!(
+                        "{}",
+                        report::tenants_table(&report.tenants, &report.provisioned.credentials)
+                    );
+                    if report.provisioned.credentials.iter().any(|c| c.generated) {
+                        println!("Generated passwords are shown only now; they are stored only as bcrypt hashes.");
+                    }
+                }
                 println!(
-                    "Postgres superuser password: {}",
+                    "Postgres superuser and tenant role passwords: {}",
                     stack.files().secrets_path().display()
                 );
             }
@@ -149,11 +441,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     } else {
                         println!("{}", report::status_table(&status));
                     }
-                    Ok(if status.healthy() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    })
+                    Ok(exit_code(status.healthy()))
                 }
             }
         }
@@ -174,6 +462,116 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn tenant(stack: &Stack, command: TenantCommand) -> Result<ExitCode> {
+    let tenancy = || Tenancy::for_running_stack(stack.config(), stack.files());
+    match command {
+        TenantCommand::SchemaAdd { prefix, json } => {
+            // Validate before touching anything, so bad input fails fast and alone.
+            naming::validate_prefix(&prefix)?;
+            let schema = tenancy()?.schema_add(&prefix).await?;
+            let endpoint = stack.attach_tenant(&schema).await?;
+            if json {
+                print_json(&serde_json::json!({"schema": schema, "endpoint": endpoint}))?;
+            } else {
+                println!("{}", report::schemas_table(std::slice::from_ref(&schema)));
+                match endpoint {
+                    Some(endpoint) => println!("serving at {}", endpoint.url),
+                    None => println!("the stack's gateway is not running; `cargo xtask up` starts this tenant's instance"),
+                }
+                println!(
+                    "add a user: cargo xtask tenant user-add --schema {} --username NAME",
+                    schema.schema
+                );
+            }
+        }
+        TenantCommand::SchemaList { json } => {
+            let schemas = tenancy()?.schema_list().await?;
+            if json {
+                print_json(&schemas)?;
+            } else {
+                println!("{}", report::schemas_table(&schemas));
+            }
+        }
+        TenantCommand::SchemaRm { schema, yes } => {
+            naming::parse_schema_id(&schema)?;
+            if !yes {
+                anyhow::bail!(
+                    "schema-rm deletes schema {schema} with all its users and flows; add --yes to confirm"
+                );
+            }
+            let tenancy = tenancy()?;
+            let prefix = tenancy.require_tenant(&schema).await?;
+            stack.detach_tenant(&prefix)?;
+            tenancy.schema_rm(&schema).await?;
+            println!("removed tenant {prefix} (schema {schema}, its role, users and data)");
+        }
+        TenantCommand::UserAdd {
+            user,
+            superuser,
+            json,
+        } => {
+            let UserArgs {
+                schema,
+                username,
+                password,
+            } = user;
+            naming::check_user_input(&schema, &username, password.as_deref())?;
+            let issued = tenancy()?
+                .user_add(&schema, &username, password.as_deref(), superuser)
+                .await?;
+            print_credentials(&issued, json)?;
+        }
+        TenantCommand::UserReset { user, json } => {
+            let UserArgs {
+                schema,
+                username,
+                password,
+            } = user;
+            naming::check_user_input(&schema, &username, password.as_deref())?;
+            let issued = tenancy()?
+                .user_reset(&schema, &username, password.as_deref())
+                .await?;
+            print_credentials(&issued, json)?;
+        }
+        TenantCommand::UserList { schema, json } => {
+            naming::parse_schema_id(&schema)?;
+            let users = tenancy()?.user_list(&schema).await?;
+            if json {
+                print_json(&users)?;
+            } else {
+                println!("{}", report::users_table(&users));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Success when `ok`, else exit code 1.
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Writes a report file, creating its directory.
+fn write_report(path: &Path, contents: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn print_credentials(issued: &harness::tenancy::IssuedCredentials, json: bool) -> Result<()> {
+    if json {
+        print_json(issued)
+    } else {
+        println!("{}", report::credentials_table(issued));
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! WHAT runs: each service's process spec, environment and readiness probe.
 
 pub mod aws;
+pub mod langflow;
 pub mod postgres;
 
 use anyhow::{bail, Result};

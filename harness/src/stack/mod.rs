@@ -7,6 +7,8 @@
 //! - state whose processes are gone (stale) is detected, what is left of it stopped, and replaced;
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
+pub mod tenants;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +23,7 @@ use crate::runtime::native::NativeRuntime;
 use crate::runtime::{Liveness, RunningProcess, Runtime, StopOutcome};
 use crate::services::{aws, postgres};
 use crate::state::{Probe, RunState, ServiceRecord, StateFiles, STATE_VERSION};
+pub use tenants::{GatewayCommand, Provisioned, TenantEndpoint, GATEWAY_SERVICE};
 
 /// How long a service gets to stop after its stop signal before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -74,6 +77,11 @@ pub struct StackStatus {
 }
 
 impl StackStatus {
+    /// The status of service `name`, if it is part of the run.
+    pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
     /// True when every service is healthy.
     pub fn healthy(&self) -> bool {
         self.services
@@ -105,6 +113,10 @@ pub struct UpReport {
     pub elapsed_secs: f64,
     /// Status after `up`.
     pub status: StackStatus,
+    /// Tenants and users this `up` created (generated passwords appear here once).
+    pub provisioned: Provisioned,
+    /// Where each tenant is reached.
+    pub tenants: Vec<TenantEndpoint>,
 }
 
 /// Result of `down`.
@@ -120,11 +132,39 @@ pub struct DownReport {
     pub volumes_removed: bool,
 }
 
+/// A deliberately broken tenant setup. Used only to prove that the e2e suite detects what it
+/// claims to detect (`cargo xtask e2e --inject-fault ...`); never in a normal `up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Every instance gets the first tenant's `LANGFLOW_SECRET_KEY`.
+    SharedSecretKey,
+    /// Every instance connects as the first tenant's database role (one shared schema).
+    SharedDatabaseRole,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "shared-secret-key" => Ok(Self::SharedSecretKey),
+            "shared-database-role" => Ok(Self::SharedDatabaseRole),
+            _ => Err(anyhow!(
+                "unknown fault {name:?}; use shared-secret-key or shared-database-role"
+            )),
+        }
+    }
+}
+
 /// A run of the stack described by one configuration.
 pub struct Stack {
     config: Config,
     files: StateFiles,
     runtime: Arc<dyn Runtime>,
+    gateway_command: Option<GatewayCommand>,
+    infra_only: bool,
+    fault: Option<Fault>,
 }
 
 impl Stack {
@@ -135,7 +175,29 @@ impl Stack {
             config,
             files,
             runtime: Arc::new(NativeRuntime),
+            gateway_command: None,
+            infra_only: false,
+            fault: None,
         }
+    }
+
+    /// Breaks tenant isolation on purpose (e2e self-test only).
+    pub fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// Sets how the gateway process is started (the CLI re-executes itself; tests use the
+    /// harness's `langflow-infra-gateway` binary).
+    pub fn with_gateway_command(mut self, command: GatewayCommand) -> Self {
+        self.gateway_command = Some(command);
+        self
+    }
+
+    /// Makes `up` start only Postgres and the AWS emulator (no tenants, gateway or Langflow).
+    pub fn infra_only(mut self) -> Self {
+        self.infra_only = true;
+        self
     }
 
     /// The configuration.
@@ -180,6 +242,8 @@ impl Stack {
                     ready_secs: Vec::new(),
                     elapsed_secs: started.elapsed().as_secs_f64(),
                     status,
+                    provisioned: Provisioned::default(),
+                    tenants: self.tenant_endpoints().await?,
                 });
             }
             cleaned_stale = status
@@ -204,11 +268,11 @@ impl Stack {
             services: Default::default(),
         }));
         let outcome = tokio::select! {
-            result = self.start_infra(&state) => result,
+            result = self.start_all(&state) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C); stopped everything this `up` started")),
         };
         match outcome {
-            Ok(ready_secs) => {
+            Ok((ready_secs, provisioned)) => {
                 let state = state.lock().expect("state lock").clone();
                 let status = self.status_of(&state).await;
                 Ok(UpReport {
@@ -217,6 +281,8 @@ impl Stack {
                     ready_secs,
                     elapsed_secs: started.elapsed().as_secs_f64(),
                     status,
+                    provisioned,
+                    tenants: self.tenant_endpoints().await?,
                 })
             }
             Err(error) => {
@@ -227,6 +293,21 @@ impl Stack {
                 Err(error)
             }
         }
+    }
+
+    /// Infrastructure, then (unless infra-only) tenants, gateway and instances.
+    async fn start_all(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+    ) -> Result<(Vec<(String, f64)>, Provisioned)> {
+        let mut ready = self.start_infra(state).await?;
+        if self.infra_only {
+            return Ok((ready, Provisioned::default()));
+        }
+        let mut provisioned = self.provision_tenants(state).await?;
+        ready.extend(self.start_tenant_tiers(state).await?);
+        provisioned.credentials = self.provision_users(state).await?;
+        Ok((ready, provisioned))
     }
 
     async fn start_infra(&self, state: &Arc<Mutex<RunState>>) -> Result<Vec<(String, f64)>> {
@@ -450,7 +531,11 @@ impl Stack {
             .unwrap_or_default();
         let orphans_stopped = NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
         self.files.remove_state()?;
-        for temp in [self.config.log_dir(), self.config.state_dir.join("aws")] {
+        for temp in [
+            self.config.log_dir(),
+            self.config.state_dir.join("aws"),
+            self.config.state_dir.join("gateway"),
+        ] {
             remove_dir_if_exists(&temp)?;
         }
         if volumes {

@@ -1,0 +1,142 @@
+//! `cargo xtask bench`: the tenancy performance targets, measured on real processes.
+//!
+//! - warm `up` with two tenants against warm `up` with one (same machine, same caches, tenants
+//!   already provisioned): instances start in parallel, so the ratio should stay ≤ 1.3;
+//! - resident memory of each tenant instance once ready: ≤ 650 MB.
+//!
+//! Each measured stack lives in its own temp state dir with free ports, and is removed afterwards.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::stack::{GatewayCommand, Stack};
+
+/// Target for warm-up(2 tenants) / warm-up(1 tenant).
+pub const MAX_TWO_TENANT_RATIO: f64 = 1.3;
+/// Target for one instance's resident memory.
+pub const MAX_INSTANCE_RSS_MB: f64 = 650.0;
+
+/// One measured quantity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// What was measured.
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// Unit of the value.
+    pub unit: String,
+    /// The target, if there is one (`value <= target` passes).
+    pub target: Option<f64>,
+    /// Whether the target is met (true when there is none).
+    pub pass: bool,
+}
+
+impl Measurement {
+    fn new(metric: impl Into<String>, value: f64, unit: &str, target: Option<f64>) -> Self {
+        Self {
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            pass: target.is_none_or(|t| value <= t),
+            target,
+        }
+    }
+}
+
+/// Results of the tenancy benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Every measurement, targets included.
+    pub measurements: Vec<Measurement>,
+}
+
+impl BenchReport {
+    /// True when every target is met.
+    pub fn pass(&self) -> bool {
+        self.measurements.iter().all(|m| m.pass)
+    }
+}
+
+fn tenants_yaml(prefixes: &[&str]) -> String {
+    let mut yaml = String::from("tenants:\n");
+    for prefix in prefixes {
+        yaml.push_str(&format!(
+            "  - prefix: {prefix}\n    users:\n      - username: admin@{prefix}.com\n        superuser: true\n"
+        ));
+    }
+    yaml
+}
+
+/// Provisions a stack with `prefixes` (cold), stops it, then times `runs` warm `up`s; returns the
+/// fastest wall time and the RSS of each instance from the last run.
+async fn warm_up(
+    root: &Path,
+    gateway: &GatewayCommand,
+    prefixes: &[&str],
+    runs: usize,
+) -> Result<(f64, Vec<(String, u64)>)> {
+    let dir = tempfile::Builder::new()
+        .prefix("lfi-bench-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let config = Config::isolated_with_tenants(root, dir.path(), &tenants_yaml(prefixes))?;
+    let stack = Stack::new(config).with_gateway_command(gateway.clone());
+    let result = async {
+        crate::progress::println(format!("bench: provisioning {}", prefixes.join(", ")));
+        stack.up().await?;
+        stack.down(false)?;
+        let mut best = f64::INFINITY;
+        let mut rss = Vec::new();
+        for run in 1..=runs {
+            crate::progress::println(format!(
+                "bench: warm up with {} tenant(s), run {run}/{runs}",
+                prefixes.len()
+            ));
+            let started = Instant::now();
+            let report = stack.up().await?;
+            best = best.min(started.elapsed().as_secs_f64());
+            rss = report
+                .status
+                .services
+                .iter()
+                .filter(|s| s.name.starts_with("langflow-"))
+                .map(|s| (s.name.clone(), s.rss_bytes.unwrap_or(0)))
+                .collect();
+            stack.down(false)?;
+        }
+        Ok::<_, anyhow::Error>((best, rss))
+    }
+    .await;
+    stack.down(true)?;
+    result
+}
+
+/// Runs the tenancy benchmark (`runs` warm starts per configuration, fastest kept).
+pub async fn tenancy(root: &Path, gateway: &GatewayCommand, runs: usize) -> Result<BenchReport> {
+    let runs = runs.max(1);
+    let (one, _) = warm_up(root, gateway, &["solo"], runs).await?;
+    let (two, rss) = warm_up(root, gateway, &["acme", "widgetco"], runs).await?;
+    let mut measurements = vec![
+        Measurement::new("warm up, 1 tenant", one, "s", None),
+        Measurement::new("warm up, 2 tenants", two, "s", None),
+        Measurement::new(
+            "ratio 2 tenants / 1 tenant",
+            two / one,
+            "x",
+            Some(MAX_TWO_TENANT_RATIO),
+        ),
+    ];
+    for (name, bytes) in rss {
+        measurements.push(Measurement::new(
+            format!("RSS {name}"),
+            bytes as f64 / 1_048_576.0,
+            "MB",
+            Some(MAX_INSTANCE_RSS_MB),
+        ));
+    }
+    Ok(BenchReport { measurements })
+}

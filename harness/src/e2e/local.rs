@@ -1,0 +1,166 @@
+//! A local e2e run: an isolated stack (own temp state dir, free ports, so it runs beside a
+//! developer's `up`) with two tenants, each with an admin and a user whose username exists in
+//! both tenants; the suite; then teardown unless kept.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::{run_suite, E2eReport, LocalAccess, SuiteInput, TenantCredentials};
+use crate::config::Config;
+use crate::runtime::native::NativeRuntime;
+use crate::services::aws;
+use crate::stack::{Fault, GatewayCommand, Stack, GATEWAY_SERVICE};
+use crate::tenancy::Tenancy;
+
+/// The two tenants of a local run.
+pub const TENANTS: [&str; 2] = ["acme", "widgetco"];
+/// A username created in both tenants, with different passwords.
+pub const SHARED_USERNAME: &str = "shared-user@example.com";
+
+/// Login attempts per minute the suite's own stack allows (it logs in ~10 times per tenant).
+pub const E2E_LOGIN_RATE_LIMIT: u32 = 600;
+
+/// Options of a local run.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Leave the stack up afterwards (for debugging); its state dir is reported.
+    pub keep: bool,
+    /// Requests in the concurrency check.
+    pub concurrency: usize,
+    /// A deliberately broken setup, to prove the suite can fail (self-test).
+    pub fault: Option<Fault>,
+}
+
+/// A finished local run.
+pub struct LocalRun {
+    /// The report.
+    pub report: E2eReport,
+    /// State dir of the stack when kept (`--keep`).
+    pub kept_state_dir: Option<PathBuf>,
+    /// Credentials file (0600, usable as `--credentials` with `--target`) when kept.
+    pub kept_credentials: Option<PathBuf>,
+}
+
+fn tenants_yaml() -> String {
+    let mut yaml = String::from("tenants:\n");
+    for prefix in TENANTS {
+        yaml.push_str(&format!(
+            "  - prefix: {prefix}\n    users:\n      - username: admin@{prefix}.com\n        superuser: true\n      - username: {SHARED_USERNAME}\n"
+        ));
+    }
+    yaml
+}
+
+/// Brings up an isolated stack, runs the suite on it and tears it down (unless `keep`).
+pub async fn run(
+    root: &Path,
+    gateway: &GatewayCommand,
+    options: &LocalOptions,
+) -> Result<LocalRun> {
+    let dir = tempfile::Builder::new()
+        .prefix("lfi-e2e-")
+        .tempdir()
+        .context("cannot create a temp dir for the e2e stack")?;
+    let mut config = Config::isolated_with_tenants(root, dir.path(), &tenants_yaml())?;
+    // Every request of the suite comes from 127.0.0.1: Langflow's default of 5 logins per
+    // minute per client would turn later login checks into 429s.
+    config.langflow.login_rate_limit_per_minute = E2E_LOGIN_RATE_LIMIT;
+    let mut stack = Stack::new(config).with_gateway_command(gateway.clone());
+    if let Some(fault) = options.fault {
+        stack = stack.with_fault(fault);
+    }
+    let up_started = Instant::now();
+    let outcome = async {
+        let up = stack.up().await?;
+        let up_secs = up_started.elapsed().as_secs_f64();
+        let gateway_port = up
+            .status
+            .service(GATEWAY_SERVICE)
+            .map(|s| s.port)
+            .context("the gateway is not running")?;
+        let password = |schema: &str, username: &str| {
+            up.provisioned
+                .credentials
+                .iter()
+                .find(|c| c.schema == schema && c.username == username)
+                .map(|c| c.password.clone())
+                .with_context(|| format!("no generated password for {username} in {schema}"))
+        };
+        let mut tenants = Vec::new();
+        let mut schemas = BTreeMap::new();
+        let mut secret_keys = BTreeMap::new();
+        for endpoint in &up.tenants {
+            tenants.push(TenantCredentials {
+                prefix: endpoint.prefix.clone(),
+                username: format!("admin@{}.com", endpoint.prefix),
+                password: password(&endpoint.schema, &format!("admin@{}.com", endpoint.prefix))?,
+                shared_username: Some(SHARED_USERNAME.into()),
+                shared_password: Some(password(&endpoint.schema, SHARED_USERNAME)?),
+            });
+            schemas.insert(endpoint.prefix.clone(), endpoint.schema.clone());
+            // The key the instance really runs with, read from its process environment.
+            let instance = crate::services::langflow::service_name(&endpoint.prefix);
+            let key = up
+                .status
+                .service(&instance)
+                .and_then(|s| NativeRuntime::env_var_of(s.pid, "LANGFLOW_SECRET_KEY"))
+                .with_context(|| format!("cannot read the secret key of {instance}"))?;
+            secret_keys.insert(endpoint.prefix.clone(), key);
+        }
+        let aws_port = up
+            .status
+            .service("aws")
+            .map(|s| s.port)
+            .context("the AWS emulator is not running")?;
+        let local = LocalAccess {
+            tenancy: Tenancy::for_running_stack(stack.config(), stack.files())?,
+            schemas,
+            secret_keys,
+            s3: aws::s3_client(aws_port, &stack.config().aws.region).await,
+            bucket: stack.config().aws.tenant_bucket.clone(),
+        };
+        let input = SuiteInput {
+            gateway: format!("http://127.0.0.1:{gateway_port}"),
+            tenants,
+            local: Some(local),
+            concurrency: options.concurrency,
+        };
+        let (results, setup_secs, checks_secs) = run_suite(&input).await;
+        let report = E2eReport {
+            target: input.gateway.clone(),
+            results,
+            up_secs,
+            setup_secs,
+            checks_secs,
+            down_secs: 0.0,
+        };
+        Ok::<_, anyhow::Error>((report, input.tenants))
+    }
+    .await;
+    let down_started = Instant::now();
+    let (mut report, credentials) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            stack.down(true)?;
+            return Err(e);
+        }
+    };
+    let (kept_state_dir, kept_credentials) = if options.keep {
+        let kept = dir.keep();
+        let file = kept.join("e2e-credentials.json");
+        crate::state::write_json_0600(&file, &serde_json::json!({ "tenants": credentials }))?;
+        (Some(kept.join("state")), Some(file))
+    } else {
+        stack.down(true)?;
+        (None, None)
+    };
+    report.down_secs = down_started.elapsed().as_secs_f64();
+    Ok(LocalRun {
+        report,
+        kept_state_dir,
+        kept_credentials,
+    })
+}

@@ -1,0 +1,332 @@
+//! The ALB emulation: one HTTP listener on 127.0.0.1 that answers `/health` itself (like the
+//! target-group health path) and forwards `/tenant/<prefix>/…` to that tenant's Langflow instance.
+//!
+//! - Routes come from a JSON file ([`Routes`]) written by the stack; it is re-read when it changes,
+//!   so tenants added to a running stack become reachable without a restart.
+//! - Bodies stream both ways (SSE works); `Upgrade` requests (websockets) are spliced through.
+//! - Unknown tenant → 404 with a short text body; a tenant whose instance does not answer → 502
+//!   for that tenant only.
+//! - One access-log line per request on stdout: time, method, path (no query string: it may carry
+//!   tokens), tenant, status, milliseconds.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Path prefix under which tenants are served.
+pub const TENANT_PATH: &str = "/tenant/";
+/// How long the gateway waits to connect to an instance before answering 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gateway's routing table: tenant prefix → upstream instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routes {
+    /// Upstreams by tenant prefix.
+    pub tenants: BTreeMap<String, Upstream>,
+}
+
+/// Where one tenant's instance listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// Schema id of the tenant (for the access log).
+    pub schema: String,
+}
+
+impl Routes {
+    /// Reads a routes file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read gateway routes {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("gateway routes {} are not valid JSON", path.display()))
+    }
+
+    /// Writes a routes file atomically (0600).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        crate::state::write_json_0600(path, self)
+    }
+}
+
+/// Routes re-read from their file whenever its modification time changes.
+struct RouteTable {
+    path: PathBuf,
+    cached: Mutex<(Option<SystemTime>, Arc<Routes>)>,
+}
+
+impl RouteTable {
+    fn current(&self) -> Arc<Routes> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cached = self.cached.lock().expect("routes lock");
+        if modified != cached.0 {
+            match Routes::read(&self.path) {
+                Ok(routes) => *cached = (modified, Arc::new(routes)),
+                Err(e) => eprintln!("gateway: keeping previous routes: {e:#}"),
+            }
+        }
+        cached.1.clone()
+    }
+}
+
+type GatewayBody = BoxBody<Bytes, hyper::Error>;
+
+fn text_response(status: StatusCode, text: impl Into<String>) -> Response<GatewayBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(text.into()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The tenant prefix a request path addresses, if it is under `/tenant/`.
+pub fn tenant_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(TENANT_PATH)?;
+    let prefix = rest.split('/').next().unwrap_or("");
+    (!prefix.is_empty()).then_some(prefix)
+}
+
+/// Serves the gateway on `127.0.0.1:port` until the process is stopped.
+pub async fn serve(port: u16, routes_path: PathBuf) -> Result<()> {
+    let listener = TcpListener::bind((crate::net::LOOPBACK, port))
+        .await
+        .with_context(|| format!("gateway cannot listen on 127.0.0.1:{port}"))?;
+    serve_on(listener, routes_path).await
+}
+
+/// Serves the gateway on an already bound listener.
+pub async fn serve_on(listener: TcpListener, routes_path: PathBuf) -> Result<()> {
+    let table = Arc::new(RouteTable {
+        path: routes_path,
+        cached: Mutex::new((None, Arc::new(Routes::default()))),
+    });
+    table.current();
+    println!(
+        "gateway listening on http://{}",
+        listener.local_addr().context("listener address")?
+    );
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                eprintln!("gateway: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let table = table.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let table = table.clone();
+                async move { Ok::<_, Infallible>(handle(request, client, &table).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    client: SocketAddr,
+    table: &RouteTable,
+) -> Response<GatewayBody> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let tenant = tenant_of(&path).map(str::to_string);
+    let response = route(request, client, table, tenant.as_deref()).await;
+    println!(
+        "{} {method} {path} tenant={} status={} ms={:.1}",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        tenant.as_deref().unwrap_or("-"),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    response
+}
+
+async fn route(
+    request: Request<Incoming>,
+    client: SocketAddr,
+    table: &RouteTable,
+    tenant: Option<&str>,
+) -> Response<GatewayBody> {
+    let path = request.uri().path();
+    if path == "/health" {
+        return text_response(StatusCode::OK, "ok\n");
+    }
+    let Some(tenant) = tenant else {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            "not found; tenants are served under /tenant/<prefix>/\n",
+        );
+    };
+    let routes = table.current();
+    let Some(upstream) = routes.tenants.get(tenant) else {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            format!("unknown tenant '{tenant}'\n"),
+        );
+    };
+    if path == format!("{TENANT_PATH}{tenant}") {
+        let query = request
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let mut response = text_response(StatusCode::MOVED_PERMANENTLY, "");
+        if let Ok(location) = HeaderValue::from_str(&format!("{path}/{query}")) {
+            response
+                .headers_mut()
+                .insert(hyper::header::LOCATION, location);
+        }
+        return response;
+    }
+    match forward(request, client, upstream.port).await {
+        Ok(response) => response,
+        Err(e) => text_response(
+            StatusCode::BAD_GATEWAY,
+            format!("tenant '{tenant}' is unavailable: {e}\n"),
+        ),
+    }
+}
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+fn is_upgrade<T>(message: &hyper::http::Request<T>) -> bool {
+    message
+        .headers()
+        .get(CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+        && message.headers().contains_key(UPGRADE)
+}
+
+async fn forward(
+    mut request: Request<Incoming>,
+    client: SocketAddr,
+    port: u16,
+) -> Result<Response<GatewayBody>, String> {
+    let upgrade = is_upgrade(&request);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((crate::net::LOOPBACK, port)),
+    )
+    .await
+    .map_err(|_| "its instance did not accept a connection in time".to_string())?
+    .map_err(|e| format!("its instance is not answering ({e})"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("cannot talk to its instance ({e})"))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+
+    let original_host = request.headers().get(HOST).cloned();
+    let headers = request.headers_mut();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(CONNECTION);
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {}", client.ip()),
+        None => client.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = original_host {
+        headers.insert("x-forwarded-host", host);
+    }
+    // Only path and query go upstream (origin form).
+    let origin_form = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    *request.uri_mut() = origin_form
+        .parse()
+        .map_err(|e| format!("bad request target ({e})"))?;
+
+    let mut response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("its instance closed the connection ({e})"))?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream_upgrade) = downstream_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(down), Ok(up)) = tokio::join!(downstream_upgrade, upstream_upgrade) {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(down),
+                        &mut TokioIo::new(up),
+                    )
+                    .await;
+                }
+            });
+        }
+    } else {
+        let headers = response.headers_mut();
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    Ok(response.map(|body| body.boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_is_the_first_segment_under_tenant() {
+        assert_eq!(tenant_of("/tenant/acme/"), Some("acme"));
+        assert_eq!(tenant_of("/tenant/acme/api/v1/flows"), Some("acme"));
+        assert_eq!(tenant_of("/tenant/acme"), Some("acme"));
+        assert_eq!(tenant_of("/tenant/"), None);
+        assert_eq!(tenant_of("/health"), None);
+        assert_eq!(tenant_of("/tenantx/acme"), None);
+    }
+}

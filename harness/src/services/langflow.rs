@@ -1,0 +1,189 @@
+//! A tenant's Langflow instance: `langflow-base` (pinned) from a managed venv, one single-process
+//! uvicorn per tenant on a 127.0.0.1 port, served under `/tenant/<prefix>`, connected to Postgres
+//! as the tenant's own role (so its `search_path` pins it to the tenant schema), with its own
+//! secret key, config dir and S3 prefix. Ready when `/health_check` reports `ok`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::Config;
+use crate::net;
+use crate::runtime::{ProcessSpec, StopSignal};
+use crate::services::aws;
+use crate::services::postgres::PgTarget;
+use crate::tenancy::OPERATOR_USERNAME;
+use crate::venv::Venv;
+
+/// Pinned dependency set for the Langflow venv, resolved once and committed, so an install never
+/// backtracks through the resolver and every machine gets the same packages.
+pub const CONSTRAINTS: &str = include_str!("../../constraints/langflow-1.13.0.txt");
+
+/// The managed venv holding the pinned `langflow-base[postgresql]`.
+pub fn venv(config: &Config) -> Venv {
+    let version = &config.langflow.version;
+    let mut venv = Venv::new(
+        &config.venv_dir(),
+        &format!("langflow-{version}"),
+        &[&format!("langflow-base[postgresql]=={version}")],
+    );
+    if version == "1.13.0" {
+        venv = venv.with_constraints(CONSTRAINTS);
+    }
+    venv
+}
+
+/// Service name of a tenant's instance in the state file.
+pub fn service_name(prefix: &str) -> String {
+    format!("langflow-{prefix}")
+}
+
+/// Per-instance directories (config, knowledge bases, telemetry outbox) under the state dir.
+pub fn instance_dir(config: &Config, schema: &str) -> PathBuf {
+    config.state_dir.join("tenants").join(schema)
+}
+
+/// Everything that describes one tenant instance.
+pub struct InstanceSpec<'a> {
+    /// Tenant prefix (URL path segment).
+    pub prefix: &'a str,
+    /// Schema id.
+    pub schema: &'a str,
+    /// The tenant role's connection target.
+    pub database: &'a PgTarget,
+    /// `LANGFLOW_SECRET_KEY` of this tenant.
+    pub secret_key: &'a str,
+    /// Password of the operator superuser (`LANGFLOW_SUPERUSER_PASSWORD`).
+    pub operator_password: &'a str,
+    /// Port to listen on.
+    pub port: u16,
+    /// Port of the AWS emulator (S3 storage, Bedrock).
+    pub aws_port: u16,
+}
+
+/// The uvicorn process of one tenant.
+pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Result<ProcessSpec> {
+    let dir = instance_dir(config, instance.schema);
+    for sub in ["config", "knowledge_bases", "telemetry"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+    }
+    let path = |sub: &str| dir.join(sub).display().to_string();
+    let mut env = BTreeMap::from([
+        (
+            "LANGFLOW_DATABASE_URL",
+            instance.database.url_with_password(),
+        ),
+        ("LANGFLOW_CONFIG_DIR", path("config")),
+        ("LANGFLOW_KNOWLEDGE_BASES_DIR", path("knowledge_bases")),
+        ("LANGFLOW_TELEMETRY_WRITER_OUTBOX_DIR", path("telemetry")),
+        ("LANGFLOW_HOST", net::LOOPBACK.to_string()),
+        ("LANGFLOW_PORT", instance.port.to_string()),
+        ("LANGFLOW_ROOT_PATH", format!("/tenant/{}", instance.prefix)),
+        ("LANGFLOW_SECRET_KEY", instance.secret_key.to_string()),
+        ("LANGFLOW_AUTO_LOGIN", "false".into()),
+        // Langflow 1.13 refuses to start with auto-login off unless a superuser is configured;
+        // schema-add created this one with the same password, so start-up finds it unchanged.
+        ("LANGFLOW_SUPERUSER", OPERATOR_USERNAME.into()),
+        (
+            "LANGFLOW_SUPERUSER_PASSWORD",
+            instance.operator_password.to_string(),
+        ),
+        ("LANGFLOW_ENABLE_SIGNUP", "false".into()),
+        // Behind the gateway (like behind the ALB) every request comes from the proxy: rate-limit
+        // on the client address it forwards, not on the proxy's own.
+        ("LANGFLOW_RATE_LIMIT_TRUST_PROXY", "true".into()),
+        (
+            "LANGFLOW_RATE_LIMIT_PER_MINUTE",
+            config.langflow.login_rate_limit_per_minute.to_string(),
+        ),
+        ("LANGFLOW_DO_NOT_TRACK", "true".into()),
+        ("LANGFLOW_MODELS_DEV_REFRESH", "false".into()),
+        ("LANGFLOW_STORE", "false".into()),
+        ("LANGFLOW_CHECK_VERSION", "false".into()),
+        // Tenant files go to the shared bucket under the tenant's own prefix.
+        ("LANGFLOW_STORAGE_TYPE", "s3".into()),
+        (
+            "LANGFLOW_OBJECT_STORAGE_BUCKET_NAME",
+            config.aws.tenant_bucket.clone(),
+        ),
+        (
+            "LANGFLOW_OBJECT_STORAGE_PREFIX",
+            format!("tenants/{}", instance.schema),
+        ),
+        ("AWS_ENDPOINT_URL", aws::endpoint(instance.aws_port)),
+        ("AWS_ACCESS_KEY_ID", aws::EMULATOR_ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", aws::EMULATOR_SECRET_KEY.into()),
+        ("AWS_DEFAULT_REGION", config.aws.region.clone()),
+        ("AWS_REGION", config.aws.region.clone()),
+        ("PYTHONUNBUFFERED", "1".into()),
+        ("HOME", dir.display().to_string()),
+    ]);
+    if let Some(components) = components_path(config) {
+        env.insert("LANGFLOW_COMPONENTS_PATH", components);
+    }
+    Ok(ProcessSpec {
+        name: service_name(instance.prefix),
+        program: venv.bin("python"),
+        args: [
+            "-m",
+            "uvicorn",
+            "--factory",
+            "langflow.main:setup_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &instance.port.to_string(),
+            "--no-access-log",
+        ]
+        .map(String::from)
+        .to_vec(),
+        env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        cwd: dir,
+        log: config
+            .log_dir()
+            .join(format!("{}.log", service_name(instance.prefix))),
+        run_as: None,
+        stop_signal: StopSignal::Term,
+    })
+}
+
+/// `components/` at the repository root, when it exists (custom components for every tenant).
+fn components_path(config: &Config) -> Option<String> {
+    let dir = config.root.join("components");
+    dir.is_dir().then(|| dir.display().to_string())
+}
+
+/// Base URL of an instance (with its root path).
+pub fn base_url(port: u16, prefix: &str) -> String {
+    format!("http://127.0.0.1:{port}/tenant/{prefix}")
+}
+
+/// Readiness: `GET /health_check` answers `{"status":"ok", "db":"ok", ...}`.
+pub async fn probe(port: u16) -> Result<()> {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/health_check"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() || body["status"] != "ok" {
+        bail!("/health_check answered {status}: {body}");
+    }
+    Ok(())
+}
+
+/// Waits until `/health_check` is ok.
+pub async fn wait_ready(port: u16, timeout: Duration, alive: impl FnMut() -> bool) -> Result<()> {
+    net::wait_until(
+        "langflow",
+        timeout,
+        Duration::from_millis(500),
+        alive,
+        || async move { probe(port).await.map(|_| true) },
+    )
+    .await
+}
