@@ -46,6 +46,8 @@ pub struct Ports {
     pub aws: u16,
     /// Gateway (ALB emulation) port.
     pub gateway: u16,
+    /// Identity server port (OIDC issuer + STS endpoint).
+    pub identity: u16,
 }
 
 /// Postgres settings.
@@ -74,6 +76,10 @@ pub struct AwsConfig {
     pub account_id: String,
     /// Shared S3 bucket for tenant files (created at `up`).
     pub tenant_bucket: String,
+    /// Run the emulator with IAM enforcement (`AUTH=true`): SigV4 signatures verified, identity
+    /// and trust policies evaluated, as AWS does. The harness's own admin calls use the
+    /// emulator's root key, which is always allowed.
+    pub enforce_iam: bool,
 }
 
 /// Langflow settings.
@@ -131,6 +137,7 @@ impl Default for AwsConfig {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             tenant_bucket: "langflow-infra-tenant-files".into(),
+            enforce_iam: true,
         }
     }
 }
@@ -224,6 +231,7 @@ impl Config {
             ("LANGFLOW_INFRA_PORT_POSTGRES", &mut self.ports.postgres),
             ("LANGFLOW_INFRA_PORT_AWS", &mut self.ports.aws),
             ("LANGFLOW_INFRA_PORT_GATEWAY", &mut self.ports.gateway),
+            ("LANGFLOW_INFRA_PORT_IDENTITY", &mut self.ports.identity),
         ] {
             if let Some(v) = var(name) {
                 *slot = match v.parse() {

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod credentials;
 pub mod e2e;
 pub mod gateway;
 pub mod net;

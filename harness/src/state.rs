@@ -183,7 +183,15 @@ fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> 
 
 /// Writes `value` as pretty JSON to `path` through a 0600 temp file and a rename.
 pub fn write_json_0600<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    write_private(path, &serde_json::to_vec_pretty(value)?)
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temp file and a rename, so readers never see
+/// a half-written file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -191,8 +199,7 @@ pub fn write_json_0600<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    let body = serde_json::to_vec_pretty(value)?;
-    file.write_all(&body)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -18,10 +18,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn gateway() -> GatewayCommand {
-    GatewayCommand {
-        program: env!("CARGO_BIN_EXE_langflow-infra-gateway").into(),
-        args: Vec::new(),
-    }
+    GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"))
 }
 
 const EVERY_CHECK: [&str; 23] = [

@@ -28,10 +28,7 @@ fn isolated_stack(tenants_yaml: &str) -> (tempfile::TempDir, Stack) {
     let mut config = Config::isolated_with_tenants(&repo_root(), dir.path(), tenants_yaml).unwrap();
     // This test logs in more often than Langflow's default 5 per minute from one address.
     config.langflow.login_rate_limit_per_minute = 100;
-    let gateway = GatewayCommand {
-        program: env!("CARGO_BIN_EXE_langflow-infra-gateway").into(),
-        args: Vec::new(),
-    };
+    let gateway = GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"));
     (dir, Stack::new(config).with_gateway_command(gateway))
 }
 

@@ -116,6 +116,32 @@ enum Command {
         #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev")]
         rehearse: Option<String>,
     },
+    /// The AWS credential chain: IRSA, CLI profile, assume-role, precedence — each scenario
+    /// resolved by aws-config (Rust) and boto3 (Python) against the emulator.
+    Creds {
+        #[command(subcommand)]
+        command: CredsCommand,
+    },
+    /// Serve the identity server: OIDC issuer + STS gate (started by `up`; not for direct use).
+    #[command(hide = true)]
+    IdentityServe {
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// Identity directory (signing key, projected token).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Port of the AWS emulator.
+        #[arg(long)]
+        aws_port: u16,
+        /// Region.
+        #[arg(long)]
+        region: String,
+    },
+    /// Resolve the default credential chain from the environment and print JSON (used by
+    /// `creds check`; not for direct use).
+    #[command(hide = true)]
+    CredsProbe,
     /// Serve the gateway (started by `up`; not for direct use).
     #[command(hide = true)]
     GatewayServe {
@@ -125,6 +151,20 @@ enum Command {
         /// Routes file.
         #[arg(long)]
         routes: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredsCommand {
+    /// Run every credential scenario (against the running stack, or an isolated one when none
+    /// is up); exit 1 when any scenario does not behave as expected.
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the Rust (aws-config) runs; skip boto3 (which needs the Langflow venv).
+        #[arg(long)]
+        no_python: bool,
     },
 }
 
@@ -245,11 +285,21 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The gateway runs as this same executable's hidden `gateway-serve` command.
+/// The gateway and identity server run as this same executable's hidden `gateway-serve` and
+/// `identity-serve` commands.
 fn gateway_command() -> Result<GatewayCommand> {
     Ok(GatewayCommand {
         program: std::env::current_exe()?,
         args: vec!["gateway-serve".into()],
+        identity_args: vec!["identity-serve".into()],
+    })
+}
+
+/// The Rust credential probe is this executable's hidden `creds-probe` command.
+fn probe_command() -> Result<harness::credentials::scenarios::ProbeCommand> {
+    Ok(harness::credentials::scenarios::ProbeCommand {
+        program: std::env::current_exe()?,
+        args: vec!["creds-probe".into()],
     })
 }
 
@@ -264,13 +314,52 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::GatewayServe { port, routes } = cli.command {
-        harness::gateway::serve(port, routes).await?;
-        return Ok(ExitCode::SUCCESS);
+    match cli.command {
+        Command::GatewayServe { port, routes } => {
+            harness::gateway::serve(port, routes).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::IdentityServe {
+            port,
+            dir,
+            aws_port,
+            region,
+        } => {
+            harness::credentials::identity_server::serve(port, &dir, aws_port, &region).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::CredsProbe => {
+            println!(
+                "{}",
+                serde_json::to_string(&harness::credentials::probe::run().await)?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let mut stack = load_stack()?;
     match cli.command {
-        Command::GatewayServe { .. } => unreachable!("handled above"),
+        Command::GatewayServe { .. } | Command::IdentityServe { .. } | Command::CredsProbe => {
+            unreachable!("handled above")
+        }
+        Command::Creds {
+            command: CredsCommand::Check { json, no_python },
+        } => {
+            let (report, place) = harness::credentials::check::run_on_stack_or_isolated(
+                &stack,
+                &gateway_command()?,
+                probe_command()?,
+                !no_python,
+            )
+            .await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!("credential scenarios on {place}");
+                println!("{}", harness::credentials::check::render_table(&report));
+            }
+            Ok(exit_code(report.passed()))
+        }
         Command::Tenant { command } => tenant(&stack, command).await,
         Command::E2e {
             keep,

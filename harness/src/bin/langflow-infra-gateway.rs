@@ -1,12 +1,17 @@
-//! The gateway as a standalone process: `langflow-infra-gateway --port P --routes FILE`.
-//! `cargo xtask` runs the same server through its hidden `gateway-serve` command; this binary
-//! lets the harness's own tests start a stack without the CLI.
+//! The harness's server processes without the CLI: the gateway
+//! (`langflow-infra-gateway --port P --routes FILE`) and the identity server
+//! (`langflow-infra-gateway identity --port P --dir D --aws-port A --region R`).
+//! `cargo xtask` runs the same servers through its hidden `gateway-serve` / `identity-serve`
+//! commands; this binary lets the harness's own tests start a stack without the CLI.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("identity") {
+        return identity(&args[1..]);
+    }
     let (port, routes) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -50,4 +55,49 @@ fn parse(args: &[String]) -> Result<(u16, PathBuf), String> {
         port.ok_or("missing --port")?,
         routes.ok_or("missing --routes")?,
     ))
+}
+
+fn identity(args: &[String]) -> ExitCode {
+    let usage = "usage: langflow-infra-gateway identity --port P --dir D --aws-port A --region R";
+    let mut values = std::collections::BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match (flag.as_str(), it.next()) {
+            ("--port" | "--dir" | "--aws-port" | "--region", Some(value)) => {
+                values.insert(flag.clone(), value.clone());
+            }
+            _ => {
+                eprintln!("error: unexpected argument {flag:?}\n{usage}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let port = values.get("--port").and_then(|p| p.parse::<u16>().ok());
+    let aws_port = values.get("--aws-port").and_then(|p| p.parse::<u16>().ok());
+    let (Some(port), Some(aws_port), Some(dir), Some(region)) =
+        (port, aws_port, values.get("--dir"), values.get("--region"))
+    else {
+        eprintln!("error: missing or invalid arguments\n{usage}");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(harness::credentials::identity_server::serve(
+        port,
+        std::path::Path::new(dir),
+        aws_port,
+        region,
+    ));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

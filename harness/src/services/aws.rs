@@ -11,7 +11,7 @@ use crate::net;
 use crate::runtime::{ProcessSpec, StopSignal};
 use crate::venv::Venv;
 
-/// Access key the emulator accepts for admin calls (it does not check it unless AUTH is on).
+/// The emulator's root access key: always allowed, also under IAM enforcement (AUTH=true).
 pub const EMULATOR_ACCESS_KEY: &str = "test";
 /// Secret key paired with [`EMULATOR_ACCESS_KEY`].
 pub const EMULATOR_SECRET_KEY: &str = "test";
@@ -50,6 +50,15 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
             work.join("s3").display().to_string(),
         ),
         ("LOG_LEVEL".to_string(), "INFO".to_string()),
+        (
+            "AUTH".to_string(),
+            if config.aws.enforce_iam {
+                "true"
+            } else {
+                "false"
+            }
+            .to_string(),
+        ),
     ]);
     ProcessSpec {
         name: "aws".into(),

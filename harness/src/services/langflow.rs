@@ -61,6 +61,19 @@ pub struct InstanceSpec<'a> {
     pub port: u16,
     /// Port of the AWS emulator (S3 storage, Bedrock).
     pub aws_port: u16,
+    /// IRSA credentials, as an EKS pod gets them; `None` falls back to the emulator's root keys.
+    pub identity: Option<InstanceIdentity>,
+}
+
+/// What EKS injects into a pod whose service account is annotated with a role (IRSA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceIdentity {
+    /// `AWS_ROLE_ARN`.
+    pub role_arn: String,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`.
+    pub token_file: std::path::PathBuf,
+    /// The STS endpoint (the harness's identity server).
+    pub sts_url: String,
 }
 
 /// The uvicorn process of one tenant.
@@ -114,13 +127,33 @@ pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Re
             format!("tenants/{}", instance.schema),
         ),
         ("AWS_ENDPOINT_URL", aws::endpoint(instance.aws_port)),
-        ("AWS_ACCESS_KEY_ID", aws::EMULATOR_ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", aws::EMULATOR_SECRET_KEY.into()),
+        // Never let an SDK wander off 127.0.0.1 looking for instance metadata.
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_DEFAULT_REGION", config.aws.region.clone()),
         ("AWS_REGION", config.aws.region.clone()),
         ("PYTHONUNBUFFERED", "1".into()),
         ("HOME", dir.display().to_string()),
     ]);
+    match &instance.identity {
+        // The pod's own identity: every AWS call (file storage, components on the default chain)
+        // goes through web identity → LangflowRole, with the role's policies enforced.
+        Some(identity) => {
+            env.insert("AWS_ROLE_ARN", identity.role_arn.clone());
+            env.insert(
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                identity.token_file.display().to_string(),
+            );
+            env.insert(
+                "AWS_ROLE_SESSION_NAME",
+                format!("langflow-{}", instance.prefix),
+            );
+            env.insert("AWS_ENDPOINT_URL_STS", identity.sts_url.clone());
+        }
+        None => {
+            env.insert("AWS_ACCESS_KEY_ID", aws::EMULATOR_ACCESS_KEY.into());
+            env.insert("AWS_SECRET_ACCESS_KEY", aws::EMULATOR_SECRET_KEY.into());
+        }
+    }
     if let Some(components) = components_path(config) {
         env.insert("LANGFLOW_COMPONENTS_PATH", components);
     }

@@ -7,7 +7,7 @@ pub mod postgres;
 use anyhow::{bail, Result};
 
 /// Names of the infrastructure services `up` starts, in start order.
-pub const INFRA_SERVICES: &[&str] = &["postgres", "aws"];
+pub const INFRA_SERVICES: &[&str] = &["postgres", "aws", "identity"];
 
 /// Checks a service name given on the command line against the services of the run.
 pub fn check_service_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Result<()> {

@@ -7,6 +7,7 @@
 //! - state whose processes are gone (stale) is detected, what is left of it stopped, and replaced;
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
+mod identity;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};
@@ -313,7 +314,20 @@ impl Stack {
     async fn start_infra(&self, state: &Arc<Mutex<RunState>>) -> Result<Vec<(String, f64)>> {
         self.files.ensure_dir()?;
         let (pg, aws) = tokio::try_join!(self.start_postgres(state), self.start_aws(state))?;
-        Ok(vec![pg, aws])
+        let mut ready = vec![pg, aws];
+        // The identity server is a harness server process: it runs whenever the stack knows how
+        // to start those (the CLI always does).
+        if self.gateway_command.is_some() {
+            let aws_port = state
+                .lock()
+                .expect("state lock")
+                .services
+                .get("aws")
+                .map(|r| r.port)
+                .context("the AWS emulator is not part of the run")?;
+            ready.push(self.start_identity(state, aws_port).await?);
+        }
+        Ok(ready)
     }
 
     /// Records a started service in the shared state and writes the state file.

@@ -36,14 +36,28 @@ const GATEWAY_READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// venv compiles ~1 GB of Python; two instances share two cores).
 pub const INSTANCE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How to start the gateway process: a program and its leading arguments, to which
-/// `--port P --routes FILE` are appended.
+/// How to start the harness's own server processes: one program, with leading arguments for the
+/// gateway (then `--port P --routes FILE`) and for the identity server (then `--port P --dir D
+/// --aws-port A --region R`).
 #[derive(Debug, Clone)]
 pub struct GatewayCommand {
     /// Executable.
     pub program: PathBuf,
-    /// Arguments before `--port`.
+    /// Gateway: arguments before `--port`.
     pub args: Vec<String>,
+    /// Identity server: arguments before `--port`.
+    pub identity_args: Vec<String>,
+}
+
+impl GatewayCommand {
+    /// The standalone `langflow-infra-gateway` binary at `program`.
+    pub fn standalone(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            identity_args: vec!["identity".into()],
+        }
+    }
 }
 
 /// Where one tenant is reached.
@@ -255,6 +269,29 @@ impl Stack {
         result
     }
 
+    /// The IRSA settings for instances, when the run has an identity service.
+    fn instance_identity(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+    ) -> Result<Option<langflow::InstanceIdentity>> {
+        let port = state
+            .lock()
+            .expect("state lock")
+            .services
+            .get(crate::credentials::IDENTITY_SERVICE)
+            .map(|r| r.port);
+        let Some(port) = port else {
+            return Ok(None);
+        };
+        let identities = crate::credentials::read_identities(&self.config)?;
+        Ok(Some(langflow::InstanceIdentity {
+            role_arn: identities.role_arn,
+            token_file: crate::credentials::identity_dir(&self.config)
+                .join(crate::credentials::PROJECTED_TOKEN_FILE),
+            sts_url: format!("http://127.0.0.1:{port}"),
+        }))
+    }
+
     async fn start_instance(
         &self,
         state: &Arc<Mutex<RunState>>,
@@ -301,6 +338,7 @@ impl Stack {
                     operator_password: &secrets.operator_password,
                     port,
                     aws_port,
+                    identity: self.instance_identity(state)?,
                 },
             )?;
             let process = self.runtime.start(&spec, &self.run_marker())?;

@@ -25,9 +25,12 @@ pub struct RoleDefinition {
     /// Managed policies attached to the role.
     #[serde(default)]
     pub managed_policy_arns: Vec<String>,
-    /// Inline policies by name.
+    /// Inline policies by name (`{{TENANT_BUCKET}}` is filled in at provisioning).
     #[serde(default)]
     pub inline_policies: serde_json::Map<String, Value>,
+    /// Free-text note for readers of the file.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// Renders a trust policy template.

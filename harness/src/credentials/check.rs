@@ -1,0 +1,190 @@
+//! `cargo xtask creds check`: every scenario under both SDKs against a running stack's emulator
+//! and identity server, as a table or JSON.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+
+use super::identity_server::KEY_FILE;
+use super::oidc::SigningKey;
+use super::scenarios::{self, ProbeCommand, ScenarioEnv, ScenarioResult};
+use crate::config::Config;
+
+/// The outcome of a credentials check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredsReport {
+    /// Every scenario × SDK.
+    pub results: Vec<ScenarioResult>,
+    /// Number that failed.
+    pub failed: usize,
+    /// Wall time in seconds.
+    pub elapsed_secs: f64,
+}
+
+impl CredsReport {
+    /// Whether every scenario behaved as expected.
+    pub fn passed(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+/// Runs the scenarios against the emulator on `aws_port` and the identity server on
+/// `identity_port` of the run described by `config`. `with_python` adds the boto3 runs (installs
+/// the Langflow venv when missing).
+pub async fn run(
+    config: &Config,
+    aws_port: u16,
+    identity_port: u16,
+    rust_probe: ProbeCommand,
+    with_python: bool,
+) -> Result<CredsReport> {
+    let started = Instant::now();
+    let dir = super::identity_dir(config);
+    let identities = super::read_identities(config)?;
+    let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
+    let python = if with_python {
+        let venv = crate::tenancy::migrate::ensure_langflow_venv(config)
+            .await
+            .context("the Python scenarios need the Langflow venv (boto3)")?;
+        Some(venv.bin("python"))
+    } else {
+        None
+    };
+    let work = tempfile::Builder::new()
+        .prefix("scenarios-")
+        .tempdir_in(&dir)
+        .context("cannot create a scratch directory for the scenarios")?;
+    let env = ScenarioEnv {
+        identities,
+        key,
+        identity_port,
+        aws_port,
+        region: config.aws.region.clone(),
+        rust_probe,
+        python,
+        work_dir: work.path().to_path_buf(),
+    };
+    let results = scenarios::run_all(&env).await?;
+    let failed = results.iter().filter(|r| !r.passed).count();
+    Ok(CredsReport {
+        results,
+        failed,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The report as a table: scenario, SDK, expected, provider that won, caller ARN, result, why.
+pub fn render_table(report: &CredsReport) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "scenario",
+        "sdk",
+        "expected",
+        "provider",
+        "caller / error",
+        "result",
+        "ms",
+    ]);
+    for r in &report.results {
+        let observed = r.observed.clone().unwrap_or_default();
+        let caller = match (&observed.arn, &observed.error_code, &observed.error) {
+            (Some(arn), _, _) => arn.clone(),
+            (None, Some(code), _) => code.clone(),
+            (None, None, Some(error)) => truncate(error, 60),
+            _ => "-".into(),
+        };
+        let mut result = if r.passed { "pass" } else { "FAIL" }.to_string();
+        for line in &r.explanation {
+            result.push_str("\n  ");
+            result.push_str(&truncate(line, 110));
+        }
+        table.add_row(vec![
+            r.scenario.clone(),
+            r.sdk.to_string(),
+            r.expected.to_string(),
+            observed.provider.unwrap_or_else(|| "-".into()),
+            caller,
+            result,
+            r.ms.to_string(),
+        ]);
+    }
+    format!(
+        "{table}\n{} of {} passed in {:.1} s",
+        report.results.len() - report.failed,
+        report.results.len(),
+        report.elapsed_secs
+    )
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        text.chars().take(max - 1).collect::<String>() + "…"
+    }
+}
+
+/// Runs the check against `stack` when it is up with an identity service, otherwise on an
+/// isolated infrastructure-only stack (own state dir and ports) that is torn down afterwards.
+/// Returns the report and where it ran.
+pub async fn run_on_stack_or_isolated(
+    stack: &crate::stack::Stack,
+    server: &crate::stack::GatewayCommand,
+    rust_probe: ProbeCommand,
+    with_python: bool,
+) -> Result<(CredsReport, String)> {
+    if let Some(status) = stack.status().await? {
+        if let (Some(aws), Some(identity)) = (
+            status.service("aws"),
+            status.service(super::IDENTITY_SERVICE),
+        ) {
+            let (aws_port, identity_port) = (aws.port, identity.port);
+            let report = run(
+                stack.config(),
+                aws_port,
+                identity_port,
+                rust_probe,
+                with_python,
+            )
+            .await?;
+            return Ok((
+                report,
+                format!("the running stack ({})", stack.config().state_dir.display()),
+            ));
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("langflow-infra-creds-")
+        .tempdir()
+        .context("cannot create a temporary state directory")?;
+    let config = Config::isolated(&stack.config().root, &dir.path().join("state"))?;
+    let isolated = crate::stack::Stack::new(config)
+        .infra_only()
+        .with_gateway_command(server.clone());
+    let up = isolated.up().await?;
+    let ports = (
+        up.status.service("aws").map(|s| s.port),
+        up.status.service(super::IDENTITY_SERVICE).map(|s| s.port),
+    );
+    let outcome = match ports {
+        (Some(aws_port), Some(identity_port)) => {
+            run(
+                isolated.config(),
+                aws_port,
+                identity_port,
+                rust_probe,
+                with_python,
+            )
+            .await
+        }
+        _ => Err(anyhow::anyhow!(
+            "the isolated stack has no emulator or identity service"
+        )),
+    };
+    let down = isolated.down(true);
+    let report = outcome?;
+    down?;
+    Ok((report, "an isolated stack (torn down)".into()))
+}

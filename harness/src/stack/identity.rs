@@ -1,0 +1,111 @@
+//! The identity service of a run: the harness's OIDC issuer + STS gate (a harness server process,
+//! tier 0 with the infrastructure), and the identities it needs in the emulator's IAM.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::{finish_step, with_log_tail, Stack};
+use crate::credentials::{self, iam_setup, identity_server::KEY_FILE, oidc::SigningKey};
+use crate::net;
+use crate::progress::Step;
+use crate::runtime::{ProcessSpec, StopSignal};
+use crate::services::aws;
+use crate::state::{Probe, RunState, ServiceRecord};
+
+/// How long the identity server may take to answer `/health`.
+const IDENTITY_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Stack {
+    /// Starts the identity server next to the emulator on `aws_port` and provisions the OIDC
+    /// provider, roles and developer user in the emulator (written to `identities.json`, 0600).
+    pub(super) async fn start_identity(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        aws_port: u16,
+    ) -> Result<(String, f64)> {
+        let step = Step::start(credentials::IDENTITY_SERVICE);
+        let result: Result<(String, f64)> = async {
+            let t0 = Instant::now();
+            let command = self.gateway_command.as_ref().ok_or_else(|| {
+                anyhow!("no harness server program configured (Stack::with_gateway_command)")
+            })?;
+            let config = &self.config;
+            let dir = credentials::identity_dir(config);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // Created here, before the server starts, so both agree on it.
+            let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
+            let port = net::resolve_port("identity", config.ports.identity)?;
+            let mut args = command.identity_args.clone();
+            args.extend([
+                "--port".to_string(),
+                port.to_string(),
+                "--dir".to_string(),
+                dir.display().to_string(),
+                "--aws-port".to_string(),
+                aws_port.to_string(),
+                "--region".to_string(),
+                config.aws.region.clone(),
+            ]);
+            let spec = ProcessSpec {
+                name: credentials::IDENTITY_SERVICE.into(),
+                program: command.program.clone(),
+                args,
+                env: Default::default(),
+                cwd: config.state_dir.clone(),
+                log: config.log_dir().join("identity.log"),
+                run_as: None,
+                stop_signal: StopSignal::Term,
+            };
+            let process = self.runtime.start(&spec, &self.run_marker())?;
+            let url = format!("http://127.0.0.1:{port}");
+            self.record(
+                state,
+                credentials::IDENTITY_SERVICE,
+                ServiceRecord {
+                    process: process.clone(),
+                    port,
+                    url: key.issuer_url(port),
+                    log: spec.log.clone(),
+                    probe: Probe::Http {
+                        url: format!("{url}/health"),
+                    },
+                    tier: 0,
+                },
+            )?;
+            step.set_message(format!("waiting for {url}/health"));
+            net::wait_until(
+                credentials::IDENTITY_SERVICE,
+                IDENTITY_READY_TIMEOUT,
+                Duration::from_millis(50),
+                self.alive_fn(&process),
+                || {
+                    let url = format!("{url}/health");
+                    async move { Ok(reqwest::get(&url).await?.status().is_success()) }
+                },
+            )
+            .await
+            .map_err(|e| with_log_tail(e, &spec.log))?;
+            step.set_message("provisioning the OIDC provider and roles");
+            let sdk = aws::sdk_config(aws_port, &config.aws.region).await;
+            let identities = iam_setup::provision(
+                &sdk,
+                &config.root.join("iam"),
+                &config.aws.account_id,
+                &key.issuer_url(port),
+                &config.aws.tenant_bucket,
+            )
+            .await?;
+            crate::state::write_json_0600(&dir.join(credentials::IDENTITIES_FILE), &identities)?;
+            Ok((
+                credentials::IDENTITY_SERVICE.to_string(),
+                t0.elapsed().as_secs_f64(),
+            ))
+        }
+        .await;
+        finish_step(step, &result);
+        result
+    }
+}
