@@ -329,13 +329,14 @@ fn sts_params(
         for pair in body.split(|b| *b == b'&') {
             let text = String::from_utf8_lossy(pair);
             let (k, v) = text.split_once('=').unwrap_or((&text, ""));
-            params.insert(form_decode(k), form_decode(v));
+            params.insert(url_decode(k), url_decode(v));
         }
     }
     params
 }
 
-fn form_decode(s: &str) -> String {
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space).
+pub fn url_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

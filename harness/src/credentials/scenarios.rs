@@ -339,7 +339,16 @@ pub async fn run_one(env: &ScenarioEnv, scenario: &Scenario, sdk: Sdk) -> Result
     let (passed, mut explanation) = judge(&scenario.expect, &observed);
     if observed.error.is_some() {
         if let Some(token) = &token {
-            explanation.extend(explain_web_identity(env, token));
+            let trust = match live_trust_policy(env).await {
+                Ok(trust) => trust,
+                Err(e) => {
+                    explanation.push(format!(
+                        "cannot read the role's current trust policy ({e:#}); explaining against the provisioned one"
+                    ));
+                    env.identities.trust_policy.clone()
+                }
+            };
+            explanation.extend(explain_web_identity(env, &trust, token));
         }
     }
     result.passed = passed;
@@ -390,6 +399,7 @@ fn prepare(
         Setup::WebIdentity(variant) => {
             write_token(variant, &mut vars)?;
             vars.insert("AWS_REGION".into(), env.region.clone());
+            vars.insert("AWS_DEFAULT_REGION".into(), env.region.clone());
         }
         Setup::Profile | Setup::ProfileRegionTypo => {
             let region = if scenario.setup == Setup::ProfileRegionTypo {
@@ -424,6 +434,7 @@ fn prepare(
                 ids.developer_secret_access_key.clone(),
             );
             vars.insert("AWS_REGION".into(), env.region.clone());
+            vars.insert("AWS_DEFAULT_REGION".into(), env.region.clone());
         }
     }
     vars.insert("AWS_CONFIG_FILE".into(), config_path.display().to_string());
@@ -548,9 +559,38 @@ fn judge(expect: &Expectation, observed: &ProbeOutput) -> (bool, Vec<String>) {
     }
 }
 
-/// Explains a refused web identity token: each STS and trust-policy condition, in the order STS
-/// evaluates them, and whether the token meets it.
-pub fn explain_web_identity(env: &ScenarioEnv, token: &str) -> Vec<String> {
+/// `LangflowRole`'s trust policy as the emulator holds it now (it may have been changed since
+/// provisioning — that is what a check is for).
+async fn live_trust_policy(env: &ScenarioEnv) -> Result<Value> {
+    let sdk = crate::services::aws::sdk_config(env.aws_port, &env.region).await;
+    let name = env
+        .identities
+        .role_arn
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let role = aws_sdk_iam::Client::new(&sdk)
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(aws_sdk_iam::Error::from)?;
+    let document = role
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .context("role without a trust policy")?;
+    // IAM returns policy documents URL-encoded.
+    let decoded = if document.trim_start().starts_with('{') {
+        document.to_string()
+    } else {
+        super::identity_server::url_decode(document)
+    };
+    Ok(serde_json::from_str(&decoded)?)
+}
+
+/// Explains a refused web identity token against `trust` (the role's trust policy): each STS and
+/// trust-policy condition, in the order STS evaluates them, and whether the token meets it.
+pub fn explain_web_identity(env: &ScenarioEnv, trust: &Value, token: &str) -> Vec<String> {
     let ids = &env.identities;
     let Ok((_, claims)) = oidc::decode_unverified(token) else {
         return vec!["the token is not a JWT".into()];
@@ -582,11 +622,7 @@ pub fn explain_web_identity(env: &ScenarioEnv, token: &str) -> Vec<String> {
             now - exp
         ));
     }
-    for statement in ids.trust_policy["Statement"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for statement in trust["Statement"].as_array().into_iter().flatten() {
         let federated = statement["Principal"]["Federated"]
             .as_str()
             .unwrap_or_default();
