@@ -68,6 +68,10 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
         keep: true,
         concurrency: 60,
         fault: None,
+        probe: Some(harness::credentials::scenarios::ProbeCommand {
+            program: env!("CARGO_BIN_EXE_langflow-infra-creds-probe").into(),
+            args: Vec::new(),
+        }),
     };
     let local = run(&repo_root(), &gateway(), &options).await.unwrap();
     let state_dir = local.kept_state_dir.clone().unwrap();
@@ -133,6 +137,7 @@ async fn shared_secret_key_is_caught_by_exactly_the_forged_token_checks() {
         keep: false,
         concurrency: 20,
         fault: Some(Fault::SharedSecretKey),
+        probe: None,
     };
     let local = run(&repo_root(), &gateway(), &options).await.unwrap();
     assert_eq!(

@@ -379,6 +379,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         keep,
                         concurrency,
                         fault: inject_fault,
+                        probe: Some(probe_command()?),
                     };
                     let run = harness::e2e::local::run(
                         &stack.config().root,

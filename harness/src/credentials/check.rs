@@ -75,7 +75,8 @@ pub async fn run(
     })
 }
 
-/// The report as a table: scenario, SDK, expected, provider that won, caller ARN, result, why.
+/// The report as a table: scenario, SDK, expected, provider that won, caller (or error), result,
+/// and why (the first explanation; every explanation of a failure is listed under the table).
 pub fn render_table(report: &CredsReport) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
@@ -85,37 +86,68 @@ pub fn render_table(report: &CredsReport) -> String {
         "provider",
         "caller / error",
         "result",
+        "why",
         "ms",
     ]);
+    let mut details = Vec::new();
     for r in &report.results {
         let observed = r.observed.clone().unwrap_or_default();
         let caller = match (&observed.arn, &observed.error_code, &observed.error) {
-            (Some(arn), _, _) => arn.clone(),
+            (Some(arn), _, _) => short_arn(arn),
             (None, Some(code), _) => code.clone(),
-            (None, None, Some(error)) => truncate(error, 60),
+            (None, None, Some(error)) => truncate(error, 40),
             _ => "-".into(),
         };
-        let mut result = if r.passed { "pass" } else { "FAIL" }.to_string();
-        for line in &r.explanation {
-            result.push_str("\n  ");
-            result.push_str(&truncate(line, 110));
-        }
+        let expected = match &r.expected {
+            scenarios::Expectation::Identity {
+                provider,
+                arn_prefix,
+            } => format!("{provider} → {}", short_arn(arn_prefix)),
+            other => other.to_string(),
+        };
         table.add_row(vec![
             r.scenario.clone(),
-            r.sdk.to_string(),
-            r.expected.to_string(),
+            format!("{:?}", r.sdk).to_lowercase(),
+            expected,
             observed.provider.unwrap_or_else(|| "-".into()),
             caller,
-            result,
+            if r.passed { "pass" } else { "FAIL" }.to_string(),
+            r.explanation
+                .first()
+                .map(|l| truncate(l, 70))
+                .unwrap_or_default(),
             r.ms.to_string(),
         ]);
+        if !r.passed || r.explanation.len() > 1 {
+            details.push(format!(
+                "{} ({:?}):\n{}",
+                r.scenario,
+                r.sdk,
+                r.explanation
+                    .iter()
+                    .map(|l| format!("  - {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
     }
-    format!(
-        "{table}\n{} of {} passed in {:.1} s",
+    let mut out = table.to_string();
+    if !details.is_empty() {
+        out.push_str("\n\nwhy, in full:\n");
+        out.push_str(&details.join("\n"));
+    }
+    out.push_str(&format!(
+        "\n{} of {} passed in {:.1} s (rust = aws-config default chain, python = boto3 from the Langflow venv)",
         report.results.len() - report.failed,
         report.results.len(),
         report.elapsed_secs
-    )
+    ));
+    out
+}
+
+/// `arn:aws:sts::000000000000:assumed-role/R/s` → `assumed-role/R/s`.
+fn short_arn(arn: &str) -> String {
+    arn.splitn(6, ':').nth(5).unwrap_or(arn).to_string()
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -319,8 +319,7 @@ pub async fn run_one(env: &ScenarioEnv, scenario: &Scenario, sdk: Sdk) -> Result
     if let Ok(text) = std::fs::read_to_string(dir.join("config")) {
         for (profile, line, message) in region::lint_config(&text) {
             caught.push(format!(
-                "{}:{line} [profile {profile}]: {message}",
-                dir.join("config").display()
+                "{message} (profile {profile}, line {line} of the AWS config file)"
             ));
         }
     }
@@ -653,7 +652,7 @@ pub fn explain_web_identity(env: &ScenarioEnv, trust: &Value, token: &str) -> Ve
                 });
                 if !matches {
                     why.push(format!(
-                        "trust condition {operator} {key} = {wanted} fails: the token's {claim} is {actual:?}"
+                        "{claim}: the trust policy requires {operator} {wanted}, but the token's {claim} is {actual:?} (condition key {key})"
                     ));
                 }
             }

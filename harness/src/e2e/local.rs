@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use super::credentials::CredentialsAccess;
 use super::{run_suite, E2eReport, LocalAccess, SuiteInput, TenantCredentials};
 use crate::config::Config;
 use crate::runtime::native::NativeRuntime;
@@ -32,6 +33,9 @@ pub struct LocalOptions {
     pub concurrency: usize,
     /// A deliberately broken setup, to prove the suite can fail (self-test).
     pub fault: Option<Fault>,
+    /// The Rust credential probe; `None` skips the credential-chain scenarios (the component
+    /// checks still run).
+    pub probe: Option<crate::credentials::scenarios::ProbeCommand>,
 }
 
 /// A finished local run.
@@ -121,6 +125,15 @@ pub async fn run(
             secret_keys,
             s3: aws::s3_client(aws_port, &stack.config().aws.region).await,
             bucket: stack.config().aws.tenant_bucket.clone(),
+            credentials: up
+                .status
+                .service(crate::credentials::IDENTITY_SERVICE)
+                .map(|identity| CredentialsAccess {
+                    config: stack.config().clone(),
+                    aws_port,
+                    identity_port: identity.port,
+                    probe: options.probe.clone(),
+                }),
         };
         let input = SuiteInput {
             gateway: format!("http://127.0.0.1:{gateway_port}"),

@@ -7,6 +7,7 @@
 //! that cannot tell is reported as failed, not passed.
 
 pub mod client;
+pub mod credentials;
 pub mod junit;
 pub mod jwt;
 pub mod local;
@@ -145,6 +146,8 @@ pub struct LocalAccess {
     pub s3: aws_sdk_s3::Client,
     /// The tenant files bucket.
     pub bucket: String,
+    /// Identity service and emulator for the `credentials` suite (when the run has them).
+    pub credentials: Option<credentials::CredentialsAccess>,
 }
 
 /// Everything the suite runs against.
@@ -371,6 +374,29 @@ pub async fn run_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
         concurrency(&tenants, input.concurrency),
     )
     .await;
+    if let Some((local, access)) = input
+        .local
+        .as_ref()
+        .and_then(|l| l.credentials.as_ref().map(|c| (l, c)))
+    {
+        let component_tenants: Vec<credentials::ComponentTenant> = tenants
+            .iter()
+            .map(|t| credentials::ComponentTenant {
+                prefix: &t.creds.prefix,
+                client: &t.client,
+                token: &t.token,
+                api_key: &t.api_key,
+            })
+            .collect();
+        credentials::run(
+            &mut results,
+            access,
+            &local.s3,
+            &local.bucket,
+            &component_tenants,
+        )
+        .await;
+    }
     (results, setup_secs, checks_started.elapsed().as_secs_f64())
 }
 
