@@ -21,7 +21,7 @@ fn gateway() -> GatewayCommand {
     GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"))
 }
 
-const EVERY_CHECK: [&str; 23] = [
+const EVERY_CHECK: [&str; 44] = [
     "routing/health -",
     "routing/unknown-tenant -",
     "routing acme",
@@ -45,6 +45,27 @@ const EVERY_CHECK: [&str; 23] = [
     "files widgetco→acme",
     "users widgetco→acme",
     "concurrency acme+widgetco",
+    "credentials/irsa -",
+    "credentials/irsa-wrong-sa -",
+    "credentials/irsa-wrong-namespace -",
+    "credentials/irsa-wrong-aud -",
+    "credentials/irsa-missing-provider -",
+    "credentials/irsa-expired -",
+    "credentials/irsa-foreign-key -",
+    "credentials/profile -",
+    "credentials/profile-region-typo -",
+    "credentials/assume-role -",
+    "credentials/precedence-env-over-web-identity -",
+    "components/loaded acme",
+    "components/bedrock-irsa acme",
+    "components/s3-irsa acme",
+    "components/s3-assume-role acme",
+    "components/bedrock-least-privilege acme",
+    "components/loaded widgetco",
+    "components/bedrock-irsa widgetco",
+    "components/s3-irsa widgetco",
+    "components/s3-assume-role widgetco",
+    "components/bedrock-least-privilege widgetco",
 ];
 
 /// A kept e2e stack, stopped and removed even when an assertion fails.
@@ -97,7 +118,7 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
     );
     let junit = harness::e2e::junit::render(&local.report);
     assert!(
-        junit.contains("tests=\"23\" failures=\"0\" skipped=\"0\""),
+        junit.contains("tests=\"44\" failures=\"0\" skipped=\"0\""),
         "{junit}"
     );
 
@@ -118,7 +139,8 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
             "forged-token acme→widgetco",
             "database acme→widgetco",
             "forged-token widgetco→acme",
-            "database widgetco→acme"
+            "database widgetco→acme",
+            "credentials -"
         ],
         "{:#?}",
         target.results

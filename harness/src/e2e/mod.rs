@@ -374,6 +374,12 @@ pub async fn run_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
         concurrency(&tenants, input.concurrency),
     )
     .await;
+    if input.local.is_none() {
+        timed(&mut results, "credentials", "-", async {
+            Ok(Some(format!("the credentials suite {SKIP_LOCAL}: it provisions identities in the emulator and mints tokens with the cluster's key")))
+        })
+        .await;
+    }
     if let Some((local, access)) = input
         .local
         .as_ref()
