@@ -20,13 +20,31 @@ fn probe() -> ProbeCommand {
     }
 }
 
-fn stack(dir: &std::path::Path) -> Stack {
+/// An isolated infra stack with the identity service, stopped even when an assertion fails.
+struct Running(Stack);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.down(true);
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
+}
+
+fn stack(dir: &std::path::Path) -> Running {
     let config = Config::isolated(&root(), &dir.join("state")).unwrap();
-    Stack::new(config)
-        .infra_only()
-        .with_gateway_command(GatewayCommand::standalone(env!(
-            "CARGO_BIN_EXE_langflow-infra-gateway"
-        )))
+    Running(
+        Stack::new(config)
+            .infra_only()
+            .with_gateway_command(GatewayCommand::standalone(env!(
+                "CARGO_BIN_EXE_langflow-infra-gateway"
+            ))),
+    )
 }
 
 fn ports(up: &harness::stack::UpReport) -> (u16, u16) {
@@ -131,7 +149,7 @@ async fn every_scenario_behaves_under_both_sdks_and_denials_are_explained() {
     explains("irsa-foreign-key", "signature does not verify");
     explains("profile-region-typo", "did you mean \"us-east-1\"");
 
-    stack.down(true).unwrap();
+    assert!(stack.down(true).is_ok());
 }
 
 /// A trust policy that names the wrong namespace (a classic IRSA deploy bug) must turn the IRSA
@@ -182,5 +200,5 @@ async fn a_broken_trust_policy_fails_the_irsa_scenario() {
         .iter()
         .filter(|r| !r.scenario.starts_with("irsa") && !r.scenario.starts_with("precedence"))
         .all(|r| r.passed));
-    stack.down(true).unwrap();
+    assert!(stack.down(true).is_ok());
 }

@@ -79,7 +79,7 @@ pub struct InstanceIdentity {
 /// The uvicorn process of one tenant.
 pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Result<ProcessSpec> {
     let dir = instance_dir(config, instance.schema);
-    for sub in ["config", "knowledge_bases", "telemetry"] {
+    for sub in ["config", "knowledge_bases", "telemetry", "tmp"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
@@ -132,6 +132,8 @@ pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Re
         ("AWS_DEFAULT_REGION", config.aws.region.clone()),
         ("AWS_REGION", config.aws.region.clone()),
         ("PYTHONUNBUFFERED", "1".into()),
+        // Temp files (components' downloads, uploads) stay in the run's state directory.
+        ("TMPDIR", dir.join("tmp").display().to_string()),
         ("HOME", dir.display().to_string()),
     ]);
     match &instance.identity {

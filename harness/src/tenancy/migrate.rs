@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -11,6 +12,13 @@ use crate::config::Config;
 use crate::progress::Step;
 use crate::services::langflow;
 use crate::services::postgres::PgTarget;
+
+/// Advisory lock serialising tenant migrations within one database ("lfi_migr").
+const MIGRATION_LOCK: i64 = 0x6c66_695f_6d69_6772;
+/// How long one tenant migration may take (a first run compiles Langflow's bytecode).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a migration waits for another tenant's to finish.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
 
 /// The Python entry point, run with the Langflow venv's interpreter.
 const MIGRATE_SCRIPT: &str = include_str!("../../python/migrate_tenant.py");
@@ -43,6 +51,42 @@ pub async fn upgrade_to_head(config: &Config, target: &PgTarget) -> Result<()> {
         ("LANGFLOW_LOG_LEVEL", "error".to_string()),
         ("HOME", scratch.display().to_string()),
     ]);
+    // Langflow 1.13 takes one database-wide advisory lock for its migrations and, while
+    // holding it, keeps a transaction (and its snapshot) open on the lock connection. When two
+    // tenants migrate at once, the second one's snapshot predates the first one's work, and a
+    // `CREATE INDEX CONCURRENTLY` (revision a1b2c9d3e4f5) then waits for that transaction
+    // forever: a self-deadlock seen here in parallel first-time migrations. So tenants of one
+    // database migrate one at a time. The harness's own lock is polled on an autocommit
+    // connection, which holds no snapshot while it waits.
+    let lock = target.connect().await?;
+    let waited = Instant::now();
+    loop {
+        let row = lock
+            .query_one(
+                &format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK})"),
+                &[],
+            )
+            .await
+            .context("cannot take the tenant migration lock")?;
+        if row.get::<_, bool>(0) {
+            break;
+        }
+        if waited.elapsed() > MIGRATION_LOCK_WAIT {
+            step.fail();
+            bail!(
+                "schema {} waited {} s for another tenant's migration to finish; look for a stuck \
+                 `migrate_tenant` process (cargo xtask logs) or run `cargo xtask down` and retry",
+                target.user,
+                MIGRATION_LOCK_WAIT.as_secs()
+            );
+        }
+        step.set_message(format!(
+            "migrating schema {}: waiting for another tenant's migration",
+            target.user
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    step.set_message(format!("migrating schema {}", target.user));
     let mut command = tokio::process::Command::new(venv.bin("python"));
     command
         .arg("-c")
@@ -54,10 +98,21 @@ pub async fn upgrade_to_head(config: &Config, target: &PgTarget) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = command
-        .output()
-        .await
-        .context("cannot run the Langflow migration")?;
+    let output = tokio::time::timeout(MIGRATION_TIMEOUT, command.output()).await;
+    // Dropping the connection releases the session lock, whatever happened.
+    drop(lock);
+    let output = match output {
+        Ok(output) => output.context("cannot run the Langflow migration")?,
+        Err(_) => {
+            step.fail();
+            bail!(
+                "Langflow's migration of schema {} did not finish within {} s (killed); check \
+                 pg_stat_activity for a lock wait",
+                target.user,
+                MIGRATION_TIMEOUT.as_secs()
+            );
+        }
+    };
     if !output.status.success() {
         step.fail();
         let stderr = String::from_utf8_lossy(&output.stderr);
