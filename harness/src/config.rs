@@ -32,8 +32,19 @@ pub struct Config {
     pub aws: AwsConfig,
     /// Langflow settings.
     pub langflow: LangflowConfig,
+    /// Gateway (ALB emulation) settings.
+    pub gateway: GatewayConfig,
     /// External tools.
     pub tools: ToolsConfig,
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Serve HTTPS with a generated self-signed certificate (as the ALB does when a certificate
+    /// is configured) and redirect plain HTTP on `ports.gateway_redirect` to it.
+    pub tls: bool,
 }
 
 /// Fixed ports; 0 means a free port is chosen at start.
@@ -48,6 +59,8 @@ pub struct Ports {
     pub gateway: u16,
     /// Identity server port (OIDC issuer + STS endpoint).
     pub identity: u16,
+    /// Plain-HTTP port that redirects to the gateway's HTTPS port (`gateway.tls` only).
+    pub gateway_redirect: u16,
 }
 
 /// Postgres settings.
@@ -114,6 +127,7 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             aws: AwsConfig::default(),
             langflow: LangflowConfig::default(),
+            gateway: GatewayConfig::default(),
             tools: ToolsConfig::default(),
         }
     }
@@ -232,6 +246,10 @@ impl Config {
             ("LANGFLOW_INFRA_PORT_AWS", &mut self.ports.aws),
             ("LANGFLOW_INFRA_PORT_GATEWAY", &mut self.ports.gateway),
             ("LANGFLOW_INFRA_PORT_IDENTITY", &mut self.ports.identity),
+            (
+                "LANGFLOW_INFRA_PORT_GATEWAY_REDIRECT",
+                &mut self.ports.gateway_redirect,
+            ),
         ] {
             if let Some(v) = var(name) {
                 *slot = match v.parse() {

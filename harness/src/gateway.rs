@@ -6,6 +6,8 @@
 //! - Bodies stream both ways (SSE works); `Upgrade` requests (websockets) are spliced through.
 //! - Unknown tenant → 404 with a short text body; a tenant whose instance does not answer → 502
 //!   for that tenant only.
+//! - Optional TLS ([`serve_tls`], certificate from [`crate::gateway_tls`]) with a plain-HTTP
+//!   listener that redirects to HTTPS; `X-Forwarded-Proto` tells instances which one was used.
 //! - One access-log line per request on stdout: time, method, path (no query string: it may carry
 //!   tokens), tenant, status, milliseconds.
 
@@ -111,25 +113,93 @@ pub fn tenant_of(path: &str) -> Option<&str> {
     (!prefix.is_empty()).then_some(prefix)
 }
 
-/// Serves the gateway on `127.0.0.1:port` until the process is stopped.
-pub async fn serve(port: u16, routes_path: PathBuf) -> Result<()> {
-    let listener = TcpListener::bind((crate::net::LOOPBACK, port))
-        .await
-        .with_context(|| format!("gateway cannot listen on 127.0.0.1:{port}"))?;
-    serve_on(listener, routes_path).await
+/// TLS settings of a gateway process: where its certificate lives and the redirect port.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// Directory holding (or receiving) `cert.pem` and `key.pem`.
+    pub dir: PathBuf,
+    /// Plain-HTTP port redirecting to HTTPS.
+    pub redirect_port: u16,
 }
 
-/// Serves the gateway on an already bound listener.
-pub async fn serve_on(listener: TcpListener, routes_path: PathBuf) -> Result<()> {
+/// Serves the gateway on `port`: plain HTTP, or HTTPS plus the redirect listener with `tls`.
+pub async fn serve_with(port: u16, routes_path: PathBuf, tls: Option<TlsOptions>) -> Result<()> {
+    match tls {
+        None => serve(port, routes_path).await,
+        Some(tls) => serve_tls(port, tls.redirect_port, routes_path, &tls.dir).await,
+    }
+}
+
+/// Serves the gateway on `127.0.0.1:port` until the process is stopped.
+pub async fn serve(port: u16, routes_path: PathBuf) -> Result<()> {
+    serve_on(bind(port, "gateway").await?, routes_path).await
+}
+
+/// Serves the gateway with TLS on `127.0.0.1:port` (certificate from, or generated into,
+/// `tls_dir`) and the HTTP→HTTPS redirect on `127.0.0.1:redirect_port`.
+pub async fn serve_tls(
+    port: u16,
+    redirect_port: u16,
+    routes_path: PathBuf,
+    tls_dir: &Path,
+) -> Result<()> {
+    let config = crate::gateway_tls::load_or_create(tls_dir)?;
+    let listener = bind(port, "gateway").await?;
+    let redirect = bind(redirect_port, "gateway HTTP redirect").await?;
+    serve_tls_on(listener, redirect, routes_path, config).await
+}
+
+async fn bind(port: u16, what: &str) -> Result<TcpListener> {
+    TcpListener::bind((crate::net::LOOPBACK, port))
+        .await
+        .with_context(|| format!("{what} cannot listen on 127.0.0.1:{port}"))
+}
+
+fn route_table(routes_path: PathBuf) -> Arc<RouteTable> {
     let table = Arc::new(RouteTable {
         path: routes_path,
         cached: Mutex::new((None, Arc::new(Routes::default()))),
     });
     table.current();
+    table
+}
+
+/// Serves the gateway on an already bound listener.
+pub async fn serve_on(listener: TcpListener, routes_path: PathBuf) -> Result<()> {
     println!(
         "gateway listening on http://{}",
         listener.local_addr().context("listener address")?
     );
+    accept_loop(listener, route_table(routes_path), None).await
+}
+
+/// Serves the gateway with TLS on `listener` and redirects every plain-HTTP request on
+/// `redirect` to the same path on HTTPS.
+pub async fn serve_tls_on(
+    listener: TcpListener,
+    redirect: TcpListener,
+    routes_path: PathBuf,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<()> {
+    let tls_port = listener.local_addr().context("listener address")?.port();
+    println!(
+        "gateway listening on https://127.0.0.1:{tls_port}, redirecting http://{} to it",
+        redirect.local_addr().context("listener address")?
+    );
+    tokio::spawn(redirect_loop(redirect, tls_port));
+    accept_loop(
+        listener,
+        route_table(routes_path),
+        Some(tokio_rustls::TlsAcceptor::from(config)),
+    )
+    .await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    table: Arc<RouteTable>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<()> {
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -139,15 +209,70 @@ pub async fn serve_on(listener: TcpListener, routes_path: PathBuf) -> Result<()>
                 continue;
             }
         };
-        let table = table.clone();
+        let (table, tls) = (table.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let table = table.clone();
-                async move { Ok::<_, Infallible>(handle(request, client, &table).await) }
-            });
+            match tls {
+                None => serve_connection(stream, client, table, "http").await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, client, table, "https").await,
+                    Err(e) => eprintln!("gateway: TLS handshake with {client} failed: {e}"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    client: SocketAddr,
+    table: Arc<RouteTable>,
+    scheme: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let table = table.clone();
+        async move { Ok::<_, Infallible>(handle(request, client, &table, scheme).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+}
+
+/// The ALB's HTTP listener when a certificate is configured: every request → 301 to HTTPS.
+async fn redirect_loop(listener: TcpListener, tls_port: u16) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                    let path_and_query = request
+                        .uri()
+                        .path_and_query()
+                        .map_or("/".to_string(), |pq| pq.as_str().to_string());
+                    let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+                    let location =
+                        crate::gateway_tls::redirect_location(host, tls_port, &path_and_query);
+                    let mut response = text_response(StatusCode::MOVED_PERMANENTLY, "");
+                    if let Ok(value) = HeaderValue::from_str(&location) {
+                        response
+                            .headers_mut()
+                            .insert(hyper::header::LOCATION, value);
+                    }
+                    println!(
+                        "{} {} {} redirect status=301",
+                        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                        request.method(),
+                        request.uri().path()
+                    );
+                    Ok::<_, Infallible>(response)
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
                 .await;
         });
     }
@@ -157,12 +282,13 @@ async fn handle(
     request: Request<Incoming>,
     client: SocketAddr,
     table: &RouteTable,
+    scheme: &'static str,
 ) -> Response<GatewayBody> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let tenant = tenant_of(&path).map(str::to_string);
-    let response = route(request, client, table, tenant.as_deref()).await;
+    let response = route(request, client, table, tenant.as_deref(), scheme).await;
     println!(
         "{} {method} {path} tenant={} status={} ms={:.1}",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
@@ -178,6 +304,7 @@ async fn route(
     client: SocketAddr,
     table: &RouteTable,
     tenant: Option<&str>,
+    scheme: &'static str,
 ) -> Response<GatewayBody> {
     let path = request.uri().path();
     if path == "/health" {
@@ -210,7 +337,7 @@ async fn route(
         }
         return response;
     }
-    match forward(request, client, upstream.port).await {
+    match forward(request, client, upstream.port, scheme).await {
         Ok(response) => response,
         Err(e) => text_response(
             StatusCode::BAD_GATEWAY,
@@ -243,6 +370,7 @@ async fn forward(
     mut request: Request<Incoming>,
     client: SocketAddr,
     port: u16,
+    scheme: &'static str,
 ) -> Result<Response<GatewayBody>, String> {
     let upgrade = is_upgrade(&request);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -275,7 +403,7 @@ async fn forward(
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);
     }

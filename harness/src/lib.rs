@@ -7,6 +7,7 @@ pub mod config;
 pub mod credentials;
 pub mod e2e;
 pub mod gateway;
+pub mod gateway_tls;
 pub mod net;
 pub mod progress;
 pub mod report;

@@ -60,6 +60,9 @@ pub enum Probe {
     Http {
         /// URL to fetch.
         url: String,
+        /// PEM certificate to trust for an `https://` URL (the gateway's self-signed one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<PathBuf>,
     },
 }
 

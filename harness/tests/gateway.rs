@@ -232,3 +232,146 @@ async fn upgrades_are_spliced_both_ways() {
         assert_eq!(buf, message.as_bytes());
     }
 }
+
+/// With TLS (as the ALB with a certificate): HTTPS with the generated certificate, only for
+/// clients that trust it; `X-Forwarded-Proto: https` upstream; plain HTTP redirected with 301 to
+/// the same path and query on HTTPS.
+#[tokio::test]
+async fn tls_serves_https_and_redirects_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = start_upstream().await;
+    let routes = dir.path().join("routes.json");
+    write_routes(&routes, &[("acme", upstream)]);
+    let tls_dir = dir.path().join("tls");
+    let config = harness::gateway_tls::load_or_create(&tls_dir).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (port, redirect_port) = (
+        listener.local_addr().unwrap().port(),
+        redirect.local_addr().unwrap().port(),
+    );
+    tokio::spawn(harness::gateway::serve_tls_on(
+        listener, redirect, routes, config,
+    ));
+
+    let pem = std::fs::read(harness::gateway_tls::cert_path(&tls_dir)).unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let health = trusting
+        .get(format!("https://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let echoed = trusting
+        .get(format!("https://127.0.0.1:{port}/tenant/acme/echo"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(echoed.contains("x-forwarded-proto: https"), "{echoed}");
+
+    // A client that does not trust the generated certificate is refused by TLS itself.
+    assert!(reqwest::Client::new()
+        .get(format!("https://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_err());
+    // Plain HTTP on the TLS port is not served as HTTP.
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true));
+
+    let moved = trusting
+        .get(format!(
+            "http://127.0.0.1:{redirect_port}/tenant/acme/api/v1/flows?limit=5"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 301);
+    assert_eq!(
+        moved.headers()["location"],
+        format!("https://127.0.0.1:{port}/tenant/acme/api/v1/flows?limit=5").as_str()
+    );
+}
+
+/// `gateway.tls = true` on a real stack: the gateway is recorded with its https URL, `status`
+/// probes it trusting the generated certificate, and the redirect port answers 301.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_with_tls_serves_its_gateway_over_https() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        harness::config::Config::isolated_with_tenants(root, dir.path(), "tenants: []\n").unwrap();
+    config.gateway.tls = true;
+    let stack = harness::stack::Stack::new(config).with_gateway_command(
+        harness::stack::GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway")),
+    );
+    struct Down<'a>(&'a harness::stack::Stack);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.down(true);
+        }
+    }
+    let _down = Down(&stack);
+    let up = stack.up().await.unwrap();
+    let gateway = up.status.service("gateway").unwrap();
+    assert!(
+        gateway.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        gateway.url
+    );
+    assert!(
+        stack.status().await.unwrap().unwrap().healthy(),
+        "status must probe the https gateway with its own certificate"
+    );
+    let pem = std::fs::read(harness::gateway_tls::cert_path(&stack.gateway_tls_dir())).unwrap();
+    let key_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(stack.gateway_tls_dir().join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(key_mode, 0o600);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("{}/health", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // The redirect listener's port is in the gateway's command line only; find it in its log.
+    let log = std::fs::read_to_string(stack.log_path("gateway").unwrap()).unwrap();
+    let redirect = log
+        .split("redirecting http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the gateway logs its redirect listener")
+        .to_string();
+    let moved = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{redirect}/tenant/acme/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 301);
+    assert_eq!(
+        moved.headers()["location"],
+        format!("{}/tenant/acme/", gateway.url).as_str()
+    );
+}

@@ -151,6 +151,12 @@ enum Command {
         /// Routes file.
         #[arg(long)]
         routes: PathBuf,
+        /// Serve HTTPS with the certificate in (or generated into) this directory.
+        #[arg(long, requires = "redirect_port")]
+        tls_dir: Option<PathBuf>,
+        /// With --tls-dir: plain-HTTP port redirecting to HTTPS.
+        #[arg(long, requires = "tls_dir")]
+        redirect_port: Option<u16>,
     },
 }
 
@@ -315,8 +321,16 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::GatewayServe { port, routes } => {
-            harness::gateway::serve(port, routes).await?;
+        Command::GatewayServe {
+            port,
+            routes,
+            tls_dir,
+            redirect_port,
+        } => {
+            let tls = tls_dir
+                .zip(redirect_port)
+                .map(|(dir, redirect_port)| harness::gateway::TlsOptions { dir, redirect_port });
+            harness::gateway::serve_with(port, routes, tls).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::IdentityServe {

@@ -12,10 +12,12 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("identity") {
         return identity(&args[1..]);
     }
-    let (port, routes) = match parse(&args) {
+    let (port, routes, tls) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(e) => {
-            eprintln!("error: {e}\nusage: langflow-infra-gateway --port PORT --routes FILE");
+            eprintln!(
+                "error: {e}\nusage: langflow-infra-gateway --port PORT --routes FILE [--tls-dir DIR --redirect-port PORT]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -26,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(harness::gateway::serve(port, routes)) {
+    match runtime.block_on(harness::gateway::serve_with(port, routes, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -35,25 +37,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse(args: &[String]) -> Result<(u16, PathBuf), String> {
-    let (mut port, mut routes) = (None, None);
+type Parsed = (u16, PathBuf, Option<harness::gateway::TlsOptions>);
+
+fn parse(args: &[String]) -> Result<Parsed, String> {
+    let (mut port, mut routes, mut tls_dir, mut redirect_port) = (None, None, None, None);
+    let port_number = |flag: &str, value: &str| {
+        value
+            .parse::<u16>()
+            .map_err(|_| format!("{flag} {value:?} is not a port number; use 1..=65535"))
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--port" => {
-                port =
-                    Some(value.parse::<u16>().map_err(|_| {
-                        format!("--port {value:?} is not a port number; use 1..=65535")
-                    })?)
-            }
+            "--port" => port = Some(port_number(flag, value)?),
             "--routes" => routes = Some(PathBuf::from(value)),
+            "--tls-dir" => tls_dir = Some(PathBuf::from(value)),
+            "--redirect-port" => redirect_port = Some(port_number(flag, value)?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    let tls = match (tls_dir, redirect_port) {
+        (Some(dir), Some(redirect_port)) => {
+            Some(harness::gateway::TlsOptions { dir, redirect_port })
+        }
+        (None, None) => None,
+        _ => return Err("--tls-dir and --redirect-port go together".into()),
+    };
     Ok((
         port.ok_or("missing --port")?,
         routes.ok_or("missing --routes")?,
+        tls,
     ))
 }
 

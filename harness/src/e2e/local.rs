@@ -72,6 +72,9 @@ pub async fn run(
     // Every request of the suite comes from 127.0.0.1: Langflow's default of 5 logins per
     // minute per client would turn later login checks into 429s.
     config.langflow.login_rate_limit_per_minute = E2E_LOGIN_RATE_LIMIT;
+    // The suite's HTTP client trusts the system roots only; the gateway's TLS (self-signed) is
+    // covered by the gateway tests.
+    config.gateway.tls = false;
     let mut stack = Stack::new(config).with_gateway_command(gateway.clone());
     if let Some(fault) = options.fault {
         stack = stack.with_fault(fault);

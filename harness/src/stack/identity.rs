@@ -71,6 +71,7 @@ impl Stack {
                     log: spec.log.clone(),
                     probe: Probe::Http {
                         url: format!("{url}/health"),
+                        ca_file: None,
                     },
                     tier: 0,
                 },

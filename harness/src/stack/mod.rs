@@ -434,6 +434,7 @@ impl Stack {
                     log: spec.log.clone(),
                     probe: Probe::Http {
                         url: format!("{url}/_ministack/health"),
+                        ca_file: None,
                     },
                     tier: 0,
                 },
@@ -608,8 +609,15 @@ async fn probe(record: &ServiceRecord, password: Option<&str>, database: &str) -
             let password = password.context("no Postgres password in secrets.json")?;
             postgres::probe(record.port, password, database).await
         }
-        Probe::Http { url } => {
-            let response = reqwest::Client::new()
+        Probe::Http { url, ca_file } => {
+            let mut client = reqwest::Client::builder();
+            if let Some(ca_file) = ca_file {
+                let pem = std::fs::read(ca_file)
+                    .with_context(|| format!("cannot read {}", ca_file.display()))?;
+                client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+            }
+            let response = client
+                .build()?
                 .get(url)
                 .timeout(Duration::from_secs(3))
                 .send()

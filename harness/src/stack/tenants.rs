@@ -220,6 +220,23 @@ impl Stack {
                 "--routes".to_string(),
                 self.routes_path().display().to_string(),
             ]);
+            let tls_dir = self.gateway_tls_dir();
+            let (url, ca_file) = if self.config.gateway.tls {
+                let redirect =
+                    net::resolve_port("gateway redirect", self.config.ports.gateway_redirect)?;
+                args.extend([
+                    "--tls-dir".to_string(),
+                    tls_dir.display().to_string(),
+                    "--redirect-port".to_string(),
+                    redirect.to_string(),
+                ]);
+                (
+                    format!("https://127.0.0.1:{port}"),
+                    Some(crate::gateway_tls::cert_path(&tls_dir)),
+                )
+            } else {
+                (format!("http://127.0.0.1:{port}"), None)
+            };
             let spec = ProcessSpec {
                 name: GATEWAY_SERVICE.into(),
                 program: command.program.clone(),
@@ -231,21 +248,18 @@ impl Stack {
                 stop_signal: StopSignal::Term,
             };
             let process = self.runtime.start(&spec, &self.run_marker())?;
-            let url = format!("http://127.0.0.1:{port}");
-            self.record(
-                state,
-                GATEWAY_SERVICE,
-                ServiceRecord {
-                    process: process.clone(),
-                    port,
-                    url: url.clone(),
-                    log: spec.log.clone(),
-                    probe: Probe::Http {
-                        url: format!("{url}/health"),
-                    },
-                    tier: GATEWAY_TIER,
+            let record = ServiceRecord {
+                process: process.clone(),
+                port,
+                url: url.clone(),
+                log: spec.log.clone(),
+                probe: Probe::Http {
+                    url: format!("{url}/health"),
+                    ca_file,
                 },
-            )?;
+                tier: GATEWAY_TIER,
+            };
+            self.record(state, GATEWAY_SERVICE, record.clone())?;
             step.set_message(format!("waiting for {url}/health"));
             net::wait_until(
                 GATEWAY_SERVICE,
@@ -253,11 +267,8 @@ impl Stack {
                 Duration::from_millis(100),
                 self.alive_fn(&process),
                 || {
-                    let url = format!("{url}/health");
-                    async move {
-                        let response = reqwest::get(&url).await?;
-                        Ok(response.status().is_success())
-                    }
+                    let record = record.clone();
+                    async move { Ok(super::probe(&record, None, "").await.is_ok()) }
                 },
             )
             .await
@@ -267,6 +278,11 @@ impl Stack {
         .await;
         finish_step(step, &result);
         result
+    }
+
+    /// Where the gateway's generated TLS certificate and key live.
+    pub fn gateway_tls_dir(&self) -> std::path::PathBuf {
+        self.config.state_dir.join("gateway").join("tls")
     }
 
     /// The IRSA settings for instances, when the run has an identity service.
@@ -352,6 +368,7 @@ impl Stack {
                     log: spec.log.clone(),
                     probe: Probe::Http {
                         url: format!("http://127.0.0.1:{port}/health_check"),
+                        ca_file: None,
                     },
                     tier: INSTANCE_TIER,
                 },
@@ -396,7 +413,7 @@ impl Stack {
                 })
                 .unwrap_or_default();
             endpoints.push(TenantEndpoint {
-                url: format!("http://127.0.0.1:{}/tenant/{prefix}/", gateway.port),
+                url: format!("{}/tenant/{prefix}/", gateway.url),
                 prefix,
                 schema: upstream.schema,
                 instance_port: upstream.port,
