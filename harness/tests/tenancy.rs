@@ -19,8 +19,33 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A stack that is stopped (volumes dropped) when the test ends, also when an assertion fails.
+struct Running(Stack);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.down(true);
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
+}
+
 /// A stack in its own temp state dir (reachable by Postgres's OS user) with the given tenants file.
-fn isolated_stack(tenants_yaml: &str) -> (tempfile::TempDir, Stack) {
+fn isolated_stack(tenants_yaml: &str) -> (tempfile::TempDir, Running) {
+    build_stack(tenants_yaml, false)
+}
+
+/// The same with Postgres and the emulator only.
+fn isolated_infra_stack(tenants_yaml: &str) -> (tempfile::TempDir, Running) {
+    build_stack(tenants_yaml, true)
+}
+
+fn build_stack(tenants_yaml: &str, infra_only: bool) -> (tempfile::TempDir, Running) {
     let dir = tempfile::Builder::new()
         .prefix("lfi-tenancy-")
         .tempdir()
@@ -29,7 +54,11 @@ fn isolated_stack(tenants_yaml: &str) -> (tempfile::TempDir, Stack) {
     // This test logs in more often than Langflow's default 5 per minute from one address.
     config.langflow.login_rate_limit_per_minute = 100;
     let gateway = GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"));
-    (dir, Stack::new(config).with_gateway_command(gateway))
+    let mut stack = Stack::new(config).with_gateway_command(gateway);
+    if infra_only {
+        stack = stack.infra_only();
+    }
+    (dir, Running(stack))
 }
 
 fn tenancy_of(stack: &Stack) -> Tenancy {
@@ -84,6 +113,7 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
         [
             "postgres",
             "aws",
+            "identity",
             "gateway",
             "langflow-acme",
             "langflow-widgetco"
@@ -346,8 +376,7 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_and_bad_input_is_refused_and_creates_nothing() {
-    let (_dir, stack) = isolated_stack("tenants: []\n");
-    let stack = stack.infra_only();
+    let (_dir, stack) = isolated_infra_stack("tenants: []\n");
     // Postgres down: a clear message, not a connection error.
     let err = Tenancy::for_running_stack(stack.config(), stack.files())
         .err()
