@@ -1,5 +1,7 @@
 //! cfn-lint (PyPI, pinned, in a managed venv), run once over every template, its JSON output
-//! mapped onto the report's findings.
+//! mapped onto the report's findings. Its ~6 s start-up dominates `validate`, so its JSON is
+//! cached under the cache dir, keyed by the cfn-lint version and the exact bytes (and paths) of
+//! every template and any `.cfnlintrc`: an unchanged set of templates is never linted twice.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -27,6 +29,16 @@ pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Result
     if templates.is_empty() {
         return Ok(Vec::new());
     }
+    let key = cache_key(config, templates, base)?;
+    let cache_file = config
+        .cache_dir
+        .join("cfn-lint-results")
+        .join(format!("{key}.json"));
+    if let Ok(cached) = std::fs::read(&cache_file) {
+        if let Ok(items) = serde_json::from_slice::<Vec<Value>>(&cached) {
+            return Ok(findings(&items, templates));
+        }
+    }
     let venv = venv(config);
     {
         let (venv, python) = (venv.clone(), config.tools.python.clone());
@@ -51,7 +63,44 @@ pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Result
     }
     let items: Vec<Value> = serde_json::from_slice(&output.stdout)
         .context("cfn-lint printed something other than JSON")?;
-    Ok(items
+    // A cache that cannot be written only costs speed.
+    if let Some(dir) = cache_file.parent() {
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = crate::state::write_private(&cache_file, &output.stdout);
+        }
+    }
+    Ok(findings(&items, templates))
+}
+
+/// The cache key of one cfn-lint run: version, working dir, every template's path and bytes,
+/// and the `.cfnlintrc` that cfn-lint would read.
+fn cache_key(config: &Config, templates: &[Template], base: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(config.tools.cfn_lint_version.as_bytes());
+    hash.update([0]);
+    hash.update(base.to_string_lossy().as_bytes());
+    for template in templates {
+        hash.update([0]);
+        hash.update(template.path.to_string_lossy().as_bytes());
+        hash.update([0]);
+        hash.update(
+            std::fs::read(&template.path)
+                .with_context(|| format!("cannot read {}", template.path.display()))?,
+        );
+    }
+    for rc in [".cfnlintrc", ".cfnlintrc.yaml", ".cfnlintrc.yml"] {
+        if let Ok(bytes) = std::fs::read(base.join(rc)) {
+            hash.update([1]);
+            hash.update(bytes);
+        }
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// cfn-lint's JSON items as findings.
+fn findings(items: &[Value], templates: &[Template]) -> Vec<Finding> {
+    items
         .iter()
         .map(|item| {
             let file = item["Filename"].as_str().unwrap_or("");
@@ -86,5 +135,43 @@ pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Result
                 fix: item["Rule"]["Description"].as_str().map(String::from),
             }
         })
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_follows_template_bytes_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x-stack.cfn.yaml");
+        std::fs::write(&path, "Resources: {}\n").unwrap();
+        let template = || Template {
+            path: path.clone(),
+            display: "x-stack.cfn.yaml".into(),
+            text: String::new(),
+            body: Value::Null,
+        };
+        let mut config = Config::default();
+        let first = cache_key(&config, &[template()], dir.path()).unwrap();
+        assert_eq!(
+            first,
+            cache_key(&config, &[template()], dir.path()).unwrap()
+        );
+        std::fs::write(&path, "Resources: {} # edited\n").unwrap();
+        let edited = cache_key(&config, &[template()], dir.path()).unwrap();
+        assert_ne!(first, edited, "an edited template must be linted again");
+        config.tools.cfn_lint_version = "0.0.0".into();
+        assert_ne!(
+            edited,
+            cache_key(&config, &[template()], dir.path()).unwrap()
+        );
+        std::fs::write(dir.path().join(".cfnlintrc"), "ignore_checks: [W]\n").unwrap();
+        config.tools.cfn_lint_version = Config::default().tools.cfn_lint_version;
+        assert_ne!(
+            edited,
+            cache_key(&config, &[template()], dir.path()).unwrap()
+        );
+    }
 }
