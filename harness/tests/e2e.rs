@@ -21,7 +21,7 @@ fn gateway() -> GatewayCommand {
     GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"))
 }
 
-const EVERY_CHECK: [&str; 44] = [
+const EVERY_CHECK: [&str; 46] = [
     "routing/health -",
     "routing/unknown-tenant -",
     "routing acme",
@@ -60,11 +60,13 @@ const EVERY_CHECK: [&str; 44] = [
     "components/bedrock-irsa acme",
     "components/s3-irsa acme",
     "components/s3-assume-role acme",
+    "components/bedrock-assume-role acme",
     "components/bedrock-least-privilege acme",
     "components/loaded widgetco",
     "components/bedrock-irsa widgetco",
     "components/s3-irsa widgetco",
     "components/s3-assume-role widgetco",
+    "components/bedrock-assume-role widgetco",
     "components/bedrock-least-privilege widgetco",
 ];
 
@@ -118,7 +120,7 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
     );
     let junit = harness::e2e::junit::render(&local.report);
     assert!(
-        junit.contains("tests=\"44\" failures=\"0\" skipped=\"0\""),
+        junit.contains("tests=\"46\" failures=\"0\" skipped=\"0\""),
         "{junit}"
     );
 

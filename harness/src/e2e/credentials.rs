@@ -5,8 +5,8 @@
 //! - the Langflow AWS components from `components/`, run inside each tenant through the Langflow
 //!   API (a one-node flow, `POST /api/v1/run/<flow>`), against the emulator:
 //!   `components/bedrock-irsa` and `components/s3-irsa` (empty credentials → the pod's default
-//!   chain → `LangflowRole`), `components/s3-assume-role` (keys + "IAM Role ARN" →
-//!   `LangflowLocalRole`), and `components/bedrock-least-privilege` (a principal without Bedrock
+//!   chain → `LangflowRole`), `components/s3-assume-role` and `components/bedrock-assume-role`
+//!   (keys + "IAM Role ARN" → `LangflowLocalRole`), and `components/bedrock-least-privilege` (a principal without Bedrock
 //!   permissions is refused by the emulator's IAM).
 
 use serde_json::{json, Value};
@@ -260,6 +260,30 @@ async fn component_checks(
         let files = out["files"].as_array().cloned().unwrap_or_default();
         if files.len() != 1 || files[0]["relative_path"] != "detail.csv" {
             return Err(format!("expected the single object as detail.csv: {out}"));
+        }
+        Ok(None)
+    })
+    .await;
+    timed(results, "components/bedrock-assume-role", prefix, async {
+        let out = run_component(
+            tenant,
+            &bedrock,
+            "reply",
+            &[
+                ("prompt", json!(format!("assume-role from {prefix}"))),
+                ("role_arn", json!(ids.local_role_arn)),
+                ("access_key_id", json!(ids.developer_access_key_id)),
+                ("secret_access_key", json!(ids.developer_secret_access_key)),
+            ],
+        )
+        .await?;
+        let caller = out["caller"].as_str().unwrap_or_default();
+        let wanted = format!(":assumed-role/{}/", role_name(&ids.local_role_arn));
+        if !caller.contains(&wanted) {
+            return Err(format!("caller {caller}, expected …{wanted}…"));
+        }
+        if out["text"].as_str().unwrap_or_default().is_empty() {
+            return Err(format!("no Converse reply from the emulator: {out}"));
         }
         Ok(None)
     })
