@@ -2,6 +2,9 @@
 //! server: every scenario under aws-config and boto3, the explanations of denials, and a broken
 //! trust policy that the IRSA scenario must catch.
 
+mod common;
+
+use common::Running;
 use harness::config::Config;
 use harness::credentials::{self, check, scenarios::ProbeCommand};
 use harness::stack::{GatewayCommand, Stack};
@@ -21,21 +24,6 @@ fn probe() -> ProbeCommand {
 }
 
 /// An isolated infra stack with the identity service, stopped even when an assertion fails.
-struct Running(Stack);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.down(true);
-    }
-}
-
-impl std::ops::Deref for Running {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
-}
-
 fn stack(dir: &std::path::Path) -> Running {
     let config = Config::isolated(&root(), &dir.join("state")).unwrap();
     Running(

@@ -2,6 +2,8 @@
 //! live route changes. The upstream here is a small raw-TCP HTTP server standing in for a Langflow
 //! instance (the gateway is the thing under test; tenancy.rs runs it in front of real Langflow).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -312,16 +314,9 @@ async fn a_stack_with_tls_serves_its_gateway_over_https() {
     let mut config =
         harness::config::Config::isolated_with_tenants(root, dir.path(), "tenants: []\n").unwrap();
     config.gateway.tls = true;
-    let stack = harness::stack::Stack::new(config).with_gateway_command(
+    let stack = common::Running(harness::stack::Stack::new(config).with_gateway_command(
         harness::stack::GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway")),
-    );
-    struct Down<'a>(&'a harness::stack::Stack);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.down(true);
-        }
-    }
-    let _down = Down(&stack);
+    ));
     let up = stack.up().await.unwrap();
     let gateway = up.status.service("gateway").unwrap();
     assert!(

@@ -2,9 +2,12 @@
 //! process: `up` provisions the tenants file, logins go through the gateway, tenantmgr changes are
 //! seen by Langflow, and hostile or broken input leaves nothing behind.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::Running;
 use harness::config::Config;
 use harness::e2e::client::TenantClient;
 use harness::runtime::native::NativeRuntime;
@@ -17,22 +20,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-/// A stack that is stopped (volumes dropped) when the test ends, also when an assertion fails.
-struct Running(Stack);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.down(true);
-    }
-}
-
-impl std::ops::Deref for Running {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
 }
 
 /// A stack in its own temp state dir (reachable by Postgres's OS user) with the given tenants file.

@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    run_server(harness::gateway::serve_with(port, routes, tls))
+}
+
+/// Runs a server future to its end on a fresh runtime; its error becomes one line and exit 1.
+fn run_server(server: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -28,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(harness::gateway::serve_with(port, routes, tls)) {
+    match runtime.block_on(server) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -94,24 +99,10 @@ fn identity(args: &[String]) -> ExitCode {
         eprintln!("error: missing or invalid arguments\n{usage}");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let served = runtime.block_on(harness::credentials::identity_server::serve(
+    run_server(harness::credentials::identity_server::serve(
         port,
         std::path::Path::new(dir),
         aws_port,
         region,
-    ));
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ))
 }

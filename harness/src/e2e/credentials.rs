@@ -223,6 +223,10 @@ async fn component_checks(
         }
         Ok(())
     };
+    // The developer's own keys, and the role the components' "IAM Role ARN" field assumes.
+    let developer_key = ("access_key_id", json!(ids.developer_access_key_id));
+    let developer_secret = ("secret_access_key", json!(ids.developer_secret_access_key));
+    let local_role = ("role_arn", json!(ids.local_role_arn));
     timed(results, "components/s3-irsa", prefix, async {
         seeded.clone()?;
         let out = run_component(
@@ -246,17 +250,13 @@ async fn component_checks(
             &[
                 ("bucket", json!(bucket)),
                 ("key", json!(format!("{seed}reports/2026/q4/detail.csv"))),
-                ("role_arn", json!(ids.local_role_arn)),
-                ("access_key_id", json!(ids.developer_access_key_id)),
-                ("secret_access_key", json!(ids.developer_secret_access_key)),
+                local_role.clone(),
+                developer_key.clone(),
+                developer_secret.clone(),
             ],
         )
         .await?;
-        let caller = out["caller"].as_str().unwrap_or_default();
-        let wanted = format!(":assumed-role/{}/", role_name(&ids.local_role_arn));
-        if !caller.contains(&wanted) {
-            return Err(format!("caller {caller}, expected …{wanted}…"));
-        }
+        expect_assumed(&out, &ids.local_role_arn)?;
         let files = out["files"].as_array().cloned().unwrap_or_default();
         if files.len() != 1 || files[0]["relative_path"] != "detail.csv" {
             return Err(format!("expected the single object as detail.csv: {out}"));
@@ -271,17 +271,13 @@ async fn component_checks(
             "reply",
             &[
                 ("prompt", json!(format!("assume-role from {prefix}"))),
-                ("role_arn", json!(ids.local_role_arn)),
-                ("access_key_id", json!(ids.developer_access_key_id)),
-                ("secret_access_key", json!(ids.developer_secret_access_key)),
+                local_role.clone(),
+                developer_key.clone(),
+                developer_secret.clone(),
             ],
         )
         .await?;
-        let caller = out["caller"].as_str().unwrap_or_default();
-        let wanted = format!(":assumed-role/{}/", role_name(&ids.local_role_arn));
-        if !caller.contains(&wanted) {
-            return Err(format!("caller {caller}, expected …{wanted}…"));
-        }
+        expect_assumed(&out, &ids.local_role_arn)?;
         if out["text"].as_str().unwrap_or_default().is_empty() {
             return Err(format!("no Converse reply from the emulator: {out}"));
         }
@@ -300,8 +296,8 @@ async fn component_checks(
                 "reply",
                 &[
                     ("prompt", json!("must be refused")),
-                    ("access_key_id", json!(ids.developer_access_key_id)),
-                    ("secret_access_key", json!(ids.developer_secret_access_key)),
+                    developer_key.clone(),
+                    developer_secret.clone(),
                 ],
             )
             .await
@@ -315,6 +311,18 @@ async fn component_checks(
         },
     )
     .await;
+}
+
+/// The component ran as a session of `role_arn` (assumed through its "IAM Role ARN" field).
+fn expect_assumed(out: &Value, role_arn: &str) -> Result<(), String> {
+    let caller = out["caller"].as_str().unwrap_or_default();
+    let role = role_arn.rsplit('/').next().unwrap_or_default();
+    let wanted = format!(":assumed-role/{role}/");
+    if caller.contains(&wanted) {
+        Ok(())
+    } else {
+        Err(format!("caller {caller}, expected …{wanted}…"))
+    }
 }
 
 fn expect_caller(out: &Value, caller: &str, provider: &str) -> Result<(), String> {

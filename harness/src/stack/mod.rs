@@ -318,14 +318,7 @@ impl Stack {
         // The identity server is a harness server process: it runs whenever the stack knows how
         // to start those (the CLI always does).
         if self.gateway_command.is_some() {
-            let aws_port = state
-                .lock()
-                .expect("state lock")
-                .services
-                .get("aws")
-                .map(|r| r.port)
-                .context("the AWS emulator is not part of the run")?;
-            ready.push(self.start_identity(state, aws_port).await?);
+            ready.push(self.start_identity(state, aws_port(state)?).await?);
         }
         Ok(ready)
     }
@@ -593,6 +586,21 @@ impl Stack {
             .map(|(_, _, name, log)| (name, log))
             .collect())
     }
+}
+
+/// Port of a service recorded in the run's state, if it is part of the run.
+fn recorded_port(state: &Mutex<RunState>, name: &str) -> Option<u16> {
+    state
+        .lock()
+        .expect("state lock")
+        .services
+        .get(name)
+        .map(|r| r.port)
+}
+
+/// Port of the run's AWS emulator.
+fn aws_port(state: &Mutex<RunState>) -> Result<u16> {
+    recorded_port(state, "aws").context("the AWS emulator is not part of the run")
 }
 
 /// Start order of known infrastructure services (others sort after them, by name).

@@ -290,13 +290,7 @@ impl Stack {
         &self,
         state: &Arc<Mutex<RunState>>,
     ) -> Result<Option<langflow::InstanceIdentity>> {
-        let port = state
-            .lock()
-            .expect("state lock")
-            .services
-            .get(crate::credentials::IDENTITY_SERVICE)
-            .map(|r| r.port);
-        let Some(port) = port else {
+        let Some(port) = super::recorded_port(state, crate::credentials::IDENTITY_SERVICE) else {
             return Ok(None);
         };
         let identities = crate::credentials::read_identities(&self.config)?;
@@ -320,13 +314,7 @@ impl Stack {
         let step = Step::start(name.clone());
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
-            let aws_port = state
-                .lock()
-                .expect("state lock")
-                .services
-                .get("aws")
-                .map(|r| r.port)
-                .context("the AWS emulator is not part of the run")?;
+            let aws_port = super::aws_port(state)?;
             let mut secrets = tenancy.tenant_secrets(&schema.schema)?;
             let mut database = tenancy.tenant_target(&schema.schema)?;
             // Self-test faults: borrow the first tenant's key or role.
