@@ -36,6 +36,27 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// External tools.
     pub tools: ToolsConfig,
+    /// Docker images (the docker runtime and `cargo xtask images`).
+    pub docker: DockerConfig,
+    /// Where services run.
+    pub runtime: RuntimeConfig,
+}
+
+/// Where services run: `auto` (docker when an engine answers and its images can be had, else
+/// native), `native` (host processes) or `docker` (containers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `auto`, `native` or `docker` (`LANGFLOW_INFRA_RUNTIME` overrides).
+    pub kind: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            kind: "auto".into(),
+        }
+    }
 }
 
 /// Gateway settings.
@@ -116,6 +137,37 @@ pub struct ToolsConfig {
     pub cfn_lint_version: String,
 }
 
+/// Docker settings: which images run, and how `cargo xtask images build` makes local ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The public image per service, used when present locally or pullable.
+    pub images: DockerImages,
+    /// Debian mirror for bootstrapping the base image; empty = the host's apt sources (a
+    /// plain-http `bookworm` entry), else http://deb.debian.org/debian.
+    pub debian_mirror: String,
+    /// CA bundle passed into image builds (for pip/uv behind a TLS-intercepting proxy); empty =
+    /// PIP_CERT / SSL_CERT_FILE / REQUESTS_CA_BUNDLE, /etc/pip.conf's `cert`, then
+    /// /etc/ssl/certs/ca-certificates.crt.
+    pub ca_bundle: String,
+}
+
+/// The public images users would pick, per service. An empty value means the default, which
+/// follows the pinned versions (`[aws] ministack_version`, `[langflow] version`): after
+/// [`Config::load`] every field is filled in; elsewhere use [`DockerImages::with_defaults`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerImages {
+    /// Base of the locally built images (`debian:bookworm-slim`).
+    pub base: String,
+    /// Postgres (`postgres:15`).
+    pub postgres: String,
+    /// The AWS emulator (`ministackorg/ministack:<aws.ministack_version>`).
+    pub aws: String,
+    /// Langflow (`langflowai/langflow:<langflow.version>`).
+    pub langflow: String,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -129,6 +181,8 @@ impl Default for Config {
             langflow: LangflowConfig::default(),
             gateway: GatewayConfig::default(),
             tools: ToolsConfig::default(),
+            docker: DockerConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -174,6 +228,32 @@ impl Default for ToolsConfig {
     }
 }
 
+impl DockerImages {
+    /// These images with every empty value replaced by its default, which follows the pinned
+    /// versions.
+    pub fn with_defaults(&self, aws: &AwsConfig, langflow: &LangflowConfig) -> DockerImages {
+        let pick = |value: &str, default: String| {
+            if value.trim().is_empty() {
+                default
+            } else {
+                value.to_string()
+            }
+        };
+        DockerImages {
+            base: pick(&self.base, "debian:bookworm-slim".into()),
+            postgres: pick(&self.postgres, "postgres:15".into()),
+            aws: pick(
+                &self.aws,
+                format!("ministackorg/ministack:{}", aws.ministack_version),
+            ),
+            langflow: pick(
+                &self.langflow,
+                format!("langflowai/langflow:{}", langflow.version),
+            ),
+        }
+    }
+}
+
 fn default_cache_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("langflow-infra");
@@ -203,6 +283,10 @@ impl Config {
             Config::default()
         };
         config.apply_env_overrides()?;
+        config.docker.images = config
+            .docker
+            .images
+            .with_defaults(&config.aws, &config.langflow);
         config.make_absolute(root);
         config.root = root.to_path_buf();
         Ok(config)
@@ -240,6 +324,24 @@ impl Config {
         }
         if let Some(v) = var("LANGFLOW_INFRA_PYTHON") {
             self.tools.python = v;
+        }
+        for (name, slot) in [
+            (
+                "LANGFLOW_INFRA_IMAGE_POSTGRES",
+                &mut self.docker.images.postgres,
+            ),
+            ("LANGFLOW_INFRA_IMAGE_AWS", &mut self.docker.images.aws),
+            (
+                "LANGFLOW_INFRA_IMAGE_LANGFLOW",
+                &mut self.docker.images.langflow,
+            ),
+        ] {
+            if let Some(v) = var(name) {
+                *slot = v;
+            }
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_RUNTIME") {
+            self.runtime.kind = v;
         }
         for (name, slot) in [
             ("LANGFLOW_INFRA_PORT_POSTGRES", &mut self.ports.postgres),
@@ -313,6 +415,21 @@ mod tests {
         assert!(config.state_dir.is_absolute());
         assert_eq!(config.postgres.database, "langflow");
         assert_eq!(config.ports.postgres, 0);
+    }
+
+    #[test]
+    fn image_defaults_follow_pinned_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[aws]\nministack_version = \"9.9.9\"\n[docker.images]\npostgres = \"postgres:16\"\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert_eq!(config.docker.images.aws, "ministackorg/ministack:9.9.9");
+        assert_eq!(config.docker.images.postgres, "postgres:16");
+        assert_eq!(config.docker.images.langflow, "langflowai/langflow:1.13.0");
+        assert_eq!(config.docker.images.base, "debian:bookworm-slim");
     }
 
     #[test]

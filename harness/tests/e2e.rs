@@ -95,6 +95,7 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
             program: env!("CARGO_BIN_EXE_langflow-infra-creds-probe").into(),
             args: Vec::new(),
         }),
+        runtime: Some("native".into()),
     };
     let local = run(&repo_root(), &gateway(), &options).await.unwrap();
     let state_dir = local.kept_state_dir.clone().unwrap();
@@ -162,6 +163,7 @@ async fn shared_secret_key_is_caught_by_exactly_the_forged_token_checks() {
         concurrency: 20,
         fault: Some(Fault::SharedSecretKey),
         probe: None,
+        runtime: Some("native".into()),
     };
     let local = run(&repo_root(), &gateway(), &options).await.unwrap();
     assert_eq!(

@@ -2,6 +2,8 @@
 //! ministack emulator. Each test has its own state directory and free ports, so they run in
 //! parallel without colliding.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -259,6 +261,7 @@ async fn logs_of_unknown_service_lists_known_ones() {
                 pid: 1,
                 start_ticks: 0,
                 stop_signal: harness::runtime::StopSignal::Int,
+                container: None,
             },
             port: 1,
             url: String::new(),
@@ -271,4 +274,100 @@ async fn logs_of_unknown_service_lists_known_ones() {
     stack.files().write_state(&state).unwrap();
     let err = stack.log_path("redis").unwrap_err().to_string();
     assert_eq!(err, "unknown service 'redis'; known services: postgres");
+}
+
+/// Port of a running service of the stack.
+async fn service_port(stack: &Stack, name: &str) -> u16 {
+    stack
+        .status()
+        .await
+        .unwrap()
+        .expect("a running stack")
+        .service(name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+        .port
+}
+
+async fn get_object(stack: &Stack, key: &str) -> Option<Vec<u8>> {
+    let config = stack.config();
+    let s3 = aws::s3_client(service_port(stack, "aws").await, &config.aws.region).await;
+    let got = s3
+        .get_object()
+        .bucket(&config.aws.tenant_bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    Some(got.body.collect().await.unwrap().into_bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_files_survive_down_up_and_an_emulator_crash_and_go_with_volumes() {
+    let (_dir, stack) = isolated_stack();
+    let stack = common::Running(stack);
+    stack.up().await.expect("up");
+    let config = stack.config().clone();
+    let key = "tenants/t-000000/user/report.pdf";
+    let body = format!("tenant file {}", uuid_like());
+    let s3 = aws::s3_client(service_port(&stack, "aws").await, &config.aws.region).await;
+    s3.put_object()
+        .bucket(&config.aws.tenant_bucket)
+        .key(key)
+        .body(body.clone().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+
+    // down + up: the object is still there (as the Postgres rows referencing it are).
+    stack.down(false).unwrap();
+    stack.up().await.expect("second up");
+    assert_eq!(
+        get_object(&stack, key).await.as_deref(),
+        Some(body.as_bytes()),
+        "tenant file lost across down/up"
+    );
+
+    // kill -9 of the emulator (no clean shutdown), then up: still there.
+    let state = stack.files().read_state().unwrap().unwrap();
+    let aws_pid = state.services["aws"].process.pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(aws_pid),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let crashed = stack.status().await.unwrap().unwrap();
+    let waited = std::time::Instant::now();
+    let mut crashed = crashed;
+    while crashed.service("aws").unwrap().state != ServiceState::Crashed {
+        assert!(waited.elapsed() < Duration::from_secs(10), "kill not seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        crashed = stack.status().await.unwrap().unwrap();
+    }
+    stack.up().await.expect("up after the emulator crashed");
+    assert_eq!(
+        get_object(&stack, key).await.as_deref(),
+        Some(body.as_bytes()),
+        "tenant file lost when the emulator crashed"
+    );
+
+    // down --volumes drops the files with the database.
+    stack.down(true).unwrap();
+    assert!(!harness::services::aws::data_dir(&config).exists());
+    stack.up().await.expect("up after down --volumes");
+    assert_eq!(
+        get_object(&stack, key).await,
+        None,
+        "file survived --volumes"
+    );
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }

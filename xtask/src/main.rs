@@ -17,6 +17,11 @@ use harness::tenancy::{naming, Tenancy};
 #[derive(Parser)]
 #[command(name = "cargo xtask", version, about)]
 struct Cli {
+    /// Where services run: auto (docker when an engine answers and the images can be had, else
+    /// native), native (host processes) or docker (containers). Default: [runtime] kind in
+    /// harness.toml (LANGFLOW_INFRA_RUNTIME overrides). A running stack keeps its own.
+    #[arg(long, global = true, value_parser = ["auto", "native", "docker"])]
+    runtime: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -137,6 +142,9 @@ enum Command {
         /// Region.
         #[arg(long)]
         region: String,
+        /// Also listen on this address (the docker runtime's network gateway), same port.
+        #[arg(long)]
+        also_bind: Option<std::net::IpAddr>,
     },
     /// Resolve the default credential chain from the environment and print JSON (used by
     /// `creds check`; not for direct use).
@@ -309,9 +317,13 @@ fn probe_command() -> Result<harness::credentials::scenarios::ProbeCommand> {
     })
 }
 
-fn load_stack() -> Result<Stack> {
+fn load_stack(runtime: Option<&str>, starting: bool) -> Result<Stack> {
     let root = find_root(&workspace_root());
-    Ok(Stack::new(Config::load(&root)?).with_gateway_command(gateway_command()?))
+    let (stack, notice) = Stack::open(Config::load(&root)?, runtime, starting)?;
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
+    Ok(stack.with_gateway_command(gateway_command()?))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
@@ -338,8 +350,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             aws_port,
             region,
+            also_bind,
         } => {
-            harness::credentials::identity_server::serve(port, &dir, aws_port, &region).await?;
+            harness::credentials::identity_server::serve(port, &dir, aws_port, &region, also_bind)
+                .await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::CredsProbe => {
@@ -351,7 +365,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let mut stack = load_stack()?;
+    // Commands that start services resolve `auto` fully (engine and images); e2e and validate
+    // run their own isolated stacks and only need the configuration here.
+    let starting = matches!(cli.command, Command::Up { .. } | Command::Creds { .. });
+    let isolated = matches!(
+        cli.command,
+        Command::E2e { .. } | Command::Validate { .. } | Command::Bench { .. }
+    );
+    let mut stack = if isolated {
+        Stack::new(Config::load(&find_root(&workspace_root()))?)
+            .with_gateway_command(gateway_command()?)
+    } else {
+        load_stack(cli.runtime.as_deref(), starting)?
+    };
     match cli.command {
         Command::GatewayServe { .. } | Command::IdentityServe { .. } | Command::CredsProbe => {
             unreachable!("handled above")
@@ -394,6 +420,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         concurrency,
                         fault: inject_fault,
                         probe: Some(probe_command()?),
+                        runtime: cli.runtime.clone(),
                     };
                     let run = harness::e2e::local::run(
                         &stack.config().root,

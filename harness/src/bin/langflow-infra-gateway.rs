@@ -77,12 +77,12 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
 }
 
 fn identity(args: &[String]) -> ExitCode {
-    let usage = "usage: langflow-infra-gateway identity --port P --dir D --aws-port A --region R";
+    let usage = "usage: langflow-infra-gateway identity --port P --dir D --aws-port A --region R [--also-bind IP]";
     let mut values = std::collections::BTreeMap::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match (flag.as_str(), it.next()) {
-            ("--port" | "--dir" | "--aws-port" | "--region", Some(value)) => {
+            ("--port" | "--dir" | "--aws-port" | "--region" | "--also-bind", Some(value)) => {
                 values.insert(flag.clone(), value.clone());
             }
             _ => {
@@ -99,10 +99,19 @@ fn identity(args: &[String]) -> ExitCode {
         eprintln!("error: missing or invalid arguments\n{usage}");
         return ExitCode::from(2);
     };
+    let also_bind = match values.get("--also-bind").map(|ip| ip.parse()) {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => {
+            eprintln!("error: --also-bind needs an IP address\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
     run_server(harness::credentials::identity_server::serve(
         port,
         std::path::Path::new(dir),
         aws_port,
         region,
+        also_bind,
     ))
 }

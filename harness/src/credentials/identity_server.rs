@@ -58,12 +58,29 @@ struct Gate {
 /// lives in `dir` (created when missing); `upstream_port` is the AWS emulator's. Like the kubelet,
 /// it keeps the pod's projected token (`langflow/langflow-sa`, 24 h) fresh in
 /// `<dir>/`[`super::PROJECTED_TOKEN_FILE`], re-minting it every 30 minutes.
-pub async fn serve(port: u16, dir: &Path, upstream_port: u16, region: &str) -> Result<()> {
+///
+/// With `also_bind` (the docker runtime: the run network's gateway address) it also listens on
+/// that address, same port, so containers reach it; never on 0.0.0.0.
+pub async fn serve(
+    port: u16,
+    dir: &Path,
+    upstream_port: u16,
+    region: &str,
+    also_bind: Option<std::net::IpAddr>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
     let listener = TcpListener::bind((crate::net::LOOPBACK, port))
         .await
         .with_context(|| format!("identity server cannot listen on 127.0.0.1:{port}"))?;
+    let extra = match also_bind {
+        Some(ip) => Some(
+            TcpListener::bind((ip, port))
+                .await
+                .with_context(|| format!("identity server cannot listen on {ip}:{port}"))?,
+        ),
+        None => None,
+    };
     let issuer = key.issuer_url(port);
     let token_path = dir.join(super::PROJECTED_TOKEN_FILE);
     super::write_projected_token(&key, &issuer, &token_path)?;
@@ -97,6 +114,18 @@ pub async fn serve(port: u16, dir: &Path, upstream_port: u16, region: &str) -> R
         "identity server listening on http://127.0.0.1:{port} (issuer {}, STS → 127.0.0.1:{upstream_port})",
         gate.issuer
     );
+    if let Some(extra) = extra {
+        println!(
+            "identity server also listening on {} for containers",
+            extra.local_addr()?
+        );
+        tokio::spawn(accept_loop(extra, gate.clone()));
+    }
+    accept_loop(listener, gate).await
+}
+
+/// Serves connections accepted on `listener` forever.
+async fn accept_loop(listener: TcpListener, gate: Arc<Gate>) -> Result<()> {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -29,8 +29,10 @@ pub const K8S_NAMESPACE: &str = "langflow";
 pub const SERVICE_ACCOUNT: &str = "langflow-sa";
 /// Name of the identity service in the run state.
 pub const IDENTITY_SERVICE: &str = "identity";
-/// File (in the identity directory) holding the pod's projected service-account token.
-pub const PROJECTED_TOKEN_FILE: &str = "token";
+/// File (in the identity directory) holding the pod's projected service-account token. It has a
+/// directory of its own, so containers get exactly that directory (read-only), never the
+/// signing key next to it, and see each refresh (written by rename).
+pub const PROJECTED_TOKEN_FILE: &str = "projected/token";
 /// File (in the identity directory) describing the emulator's identities (0600: holds a key).
 pub const IDENTITIES_FILE: &str = "identities.json";
 /// Lifetime of the projected token the identity server keeps fresh.
@@ -50,6 +52,10 @@ pub fn write_projected_token(key: &oidc::SigningKey, issuer: &str, path: &Path) 
         oidc::STS_AUDIENCE,
         PROJECTED_TOKEN_TTL_SECS,
     );
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
     crate::state::write_private(path, key.sign(&claims)?.as_bytes())
 }
 

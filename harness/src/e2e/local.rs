@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use super::credentials::CredentialsAccess;
 use super::{run_suite, E2eReport, LocalAccess, SuiteInput, TenantCredentials};
 use crate::config::Config;
-use crate::runtime::native::NativeRuntime;
 use crate::services::aws;
 use crate::stack::{Fault, GatewayCommand, Stack, GATEWAY_SERVICE};
 use crate::tenancy::Tenancy;
@@ -36,6 +35,8 @@ pub struct LocalOptions {
     /// The Rust credential probe; `None` skips the credential-chain scenarios (the component
     /// checks still run).
     pub probe: Option<crate::credentials::scenarios::ProbeCommand>,
+    /// Runtime of the stack: `native`, `docker` or `auto`; `None` = the configured one.
+    pub runtime: Option<String>,
 }
 
 /// A finished local run.
@@ -75,7 +76,11 @@ pub async fn run(
     // The suite's HTTP client trusts the system roots only; the gateway's TLS (self-signed) is
     // covered by the gateway tests.
     config.gateway.tls = false;
-    let mut stack = Stack::new(config).with_gateway_command(gateway.clone());
+    let (stack, notice) = Stack::open(config, options.runtime.as_deref(), true)?;
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
+    let mut stack = stack.with_gateway_command(gateway.clone());
     if let Some(fault) = options.fault {
         stack = stack.with_fault(fault);
     }
@@ -110,10 +115,11 @@ pub async fn run(
             schemas.insert(endpoint.prefix.clone(), endpoint.schema.clone());
             // The key the instance really runs with, read from its process environment.
             let instance = crate::services::langflow::service_name(&endpoint.prefix);
-            let key = up
-                .status
-                .service(&instance)
-                .and_then(|s| NativeRuntime::env_var_of(s.pid, "LANGFLOW_SECRET_KEY"))
+            let state = stack.files().read_state()?.context("no state after up")?;
+            let key = state
+                .services
+                .get(&instance)
+                .and_then(|r| stack.runtime().env_var(&r.process, "LANGFLOW_SECRET_KEY"))
                 .with_context(|| format!("cannot read the secret key of {instance}"))?;
             secret_keys.insert(endpoint.prefix.clone(), key);
         }

@@ -16,7 +16,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
 use super::{
-    Liveness, ProcessSpec, RunningProcess, Runtime, StopOutcome, StopSignal, RUN_MARKER_ENV,
+    CompletedRun, Liveness, Placement, ProcessSpec, RunningProcess, Runtime, StopOutcome,
+    StopSignal, RUN_MARKER_ENV,
 };
 
 /// Environment variable prefixes not passed from the caller to services: each service gets exactly
@@ -125,7 +126,11 @@ impl Runtime for NativeRuntime {
         "native"
     }
 
-    fn start(&self, spec: &ProcessSpec, run_marker: &str) -> Result<RunningProcess> {
+    fn placement(&self) -> Placement {
+        Placement::native()
+    }
+
+    fn start(&self, spec: &ProcessSpec, run_marker: &str) -> Result<(RunningProcess, u16)> {
         if let Some(parent) = spec.log.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create log directory {}", parent.display()))?;
@@ -136,24 +141,12 @@ impl Runtime for NativeRuntime {
             .mode(0o600)
             .open(&spec.log)
             .with_context(|| format!("cannot open log file {}", spec.log.display()))?;
-        let mut command = Command::new(&spec.program);
+        let mut command = host_command(spec, run_marker);
         command
-            .args(&spec.args)
-            .current_dir(&spec.cwd)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if SCRUBBED_ENV_PREFIXES.iter().any(|p| key.starts_with(p)) {
-                command.env_remove(&*key);
-            }
-        }
-        command.envs(&spec.env).env(RUN_MARKER_ENV, run_marker);
-        if let Some((uid, gid)) = spec.run_as {
-            command.uid(uid).gid(gid);
-        }
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {} ({})", spec.name, spec.program.display()))?;
@@ -161,12 +154,71 @@ impl Runtime for NativeRuntime {
         // The child is tracked through /proc from here on; dropping the handle does not stop it.
         drop(child);
         let start_ticks = proc_stat(pid).map(|s| s.start_ticks).unwrap_or_default();
-        Ok(RunningProcess {
+        let process = RunningProcess {
             runtime: self.name().into(),
             pid,
             start_ticks,
             stop_signal: spec.stop_signal,
-        })
+            container: None,
+        };
+        Ok((process, spec.port))
+    }
+
+    fn run_to_completion(
+        &self,
+        spec: &ProcessSpec,
+        run_marker: &str,
+        timeout: Duration,
+    ) -> Result<CompletedRun> {
+        let mut command = host_command(spec, run_marker);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot run {} ({})", spec.name, spec.program.display()))?;
+        // Drain the pipes on threads so a chatty program cannot block on a full pipe.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut text);
+                }
+                String::from_utf8_lossy(&text).into_owned()
+            })
+        };
+        use std::io::Read;
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        match status {
+            Some(status) => Ok(CompletedRun {
+                success: status.success(),
+                status: status.to_string(),
+                stdout,
+                stderr,
+            }),
+            None => anyhow::bail!(
+                "{} did not finish within {} s (killed)",
+                spec.name,
+                timeout.as_secs()
+            ),
+        }
     }
 
     fn liveness(&self, process: &RunningProcess) -> Liveness {
@@ -228,6 +280,50 @@ impl Runtime for NativeRuntime {
             .sum();
         Some(total)
     }
+
+    fn env_var(&self, process: &RunningProcess, name: &str) -> Option<String> {
+        Self::env_var_of(process.pid, name)
+    }
+
+    fn exit_reason(&self, _process: &RunningProcess) -> Option<String> {
+        // Only the parent learns a process's exit status, and the `up` that started it is gone.
+        None
+    }
+
+    fn read_log(&self, _process: &RunningProcess, log: &std::path::Path) -> Result<String> {
+        match std::fs::read(log) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", log.display())),
+        }
+    }
+
+    fn sweep(&self, run_marker: &str, grace: Duration) -> usize {
+        Self::stop_run_by_marker(run_marker, grace)
+    }
+
+    fn remove_volumes(&self, _run_marker: &str) -> Result<()> {
+        // Native data lives in the state directory; `down --volumes` removes it there.
+        Ok(())
+    }
+}
+
+/// The host command of `spec`: program, arguments, working directory, a scrubbed environment
+/// plus the spec's own and the run marker, and the OS user.
+fn host_command(spec: &ProcessSpec, run_marker: &str) -> Command {
+    let mut command = Command::new(&spec.program);
+    command.args(&spec.args).current_dir(&spec.cwd);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if SCRUBBED_ENV_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            command.env_remove(&*key);
+        }
+    }
+    command.envs(&spec.env).env(RUN_MARKER_ENV, run_marker);
+    if let Some((uid, gid)) = spec.run_as {
+        command.uid(uid).gid(gid);
+    }
+    command
 }
 
 #[cfg(test)]
@@ -246,6 +342,8 @@ mod tests {
             log: dir.join("sleeper.log"),
             run_as: None,
             stop_signal: StopSignal::Term,
+            port: 0,
+            container: None,
         }
     }
 
@@ -254,7 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().display().to_string();
         let rt = NativeRuntime;
-        let p = rt.start(&sleeper(dir.path()), &marker).unwrap();
+        let (p, _) = rt.start(&sleeper(dir.path()), &marker).unwrap();
         assert_eq!(rt.liveness(&p), Liveness::Running);
         // The shell forks its background sleep asynchronously; on a loaded machine
         // that can take well over 200 ms, so wait for it with a generous bound.
@@ -285,6 +383,7 @@ mod tests {
             pid: std::process::id() as i32,
             start_ticks: 1,
             stop_signal: StopSignal::Term,
+            container: None,
         };
         assert_eq!(NativeRuntime.liveness(&me), Liveness::Exited);
     }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::net;
-use crate::runtime::{ProcessSpec, StopSignal};
+use crate::runtime::{ContainerSpec, ProcessSpec, StopSignal};
 use crate::venv::Venv;
 
 /// The emulator's root access key: always allowed, also under IAM enforcement (AUTH=true).
@@ -32,7 +32,40 @@ pub fn venv(config: &Config) -> Result<Venv> {
     ))
 }
 
-/// The emulator process on `port`.
+/// Directory holding the emulator's data that must outlive the process like Postgres data does:
+/// the S3 objects of the tenant bucket (kept across `down`, removed by `down --volumes`).
+pub fn data_dir(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("aws-data")
+}
+
+/// The emulator of a run placed by `placement` on host port `port`: natively from the managed
+/// venv (installed first when missing), in containers from the emulator image.
+pub async fn server_spec(
+    config: &Config,
+    placement: &crate::runtime::Placement,
+    port: u16,
+) -> Result<ProcessSpec> {
+    if placement.containers {
+        return Ok(container_spec(config, port));
+    }
+    let venv = venv(config)?;
+    {
+        let (venv, python) = (venv.clone(), config.tools.python.clone());
+        tokio::task::spawn_blocking(move || venv.ensure(&python)).await??;
+    }
+    let spec = process_spec(config, &venv, port);
+    std::fs::create_dir_all(&spec.cwd)?;
+    crate::state::create_private_dir(&data_dir(config))?;
+    Ok(spec)
+}
+
+/// Port the emulator listens on inside its container.
+pub const CONTAINER_PORT: u16 = 4566;
+
+/// The emulator process on `port`. S3 objects are written through to [`data_dir`] as they are
+/// stored (`S3_PERSIST=1`) and loaded back at start, so tenant files survive `down`/`up` and a
+/// crash of the emulator. Its other state (IAM, OIDC provider, secrets) lives in memory and is
+/// re-provisioned by the harness at every start of the emulator.
 pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
     let work = config.state_dir.join("aws");
     let env = BTreeMap::from([
@@ -45,9 +78,10 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
         ),
         // Its pid file and any data it writes stay inside this run's state directory.
         ("TMPDIR".to_string(), work.display().to_string()),
+        ("S3_PERSIST".to_string(), "1".to_string()),
         (
             "S3_DATA_DIR".to_string(),
-            work.join("s3").display().to_string(),
+            data_dir(config).join("s3").display().to_string(),
         ),
         ("LOG_LEVEL".to_string(), "INFO".to_string()),
         (
@@ -69,6 +103,54 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
         log: config.log_dir().join("aws.log"),
         run_as: None,
         stop_signal: StopSignal::Term,
+        port,
+        container: None,
+    }
+}
+
+/// The emulator in a container: the same settings, its S3 objects in the run's `awsdata` volume
+/// (kept across `down`, removed by `down --volumes`), published on `port` (0 = any) of 127.0.0.1.
+pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
+    let env = BTreeMap::from([
+        ("BIND_HOST".to_string(), "0.0.0.0".to_string()),
+        ("GATEWAY_PORT".to_string(), CONTAINER_PORT.to_string()),
+        ("MINISTACK_REGION".to_string(), config.aws.region.clone()),
+        (
+            "MINISTACK_ACCOUNT_ID".to_string(),
+            config.aws.account_id.clone(),
+        ),
+        ("S3_PERSIST".to_string(), "1".to_string()),
+        ("S3_DATA_DIR".to_string(), "/data/s3".to_string()),
+        ("LOG_LEVEL".to_string(), "INFO".to_string()),
+        (
+            "AUTH".to_string(),
+            if config.aws.enforce_iam {
+                "true"
+            } else {
+                "false"
+            }
+            .to_string(),
+        ),
+    ]);
+    ProcessSpec {
+        name: "aws".into(),
+        program: "ministack".into(),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        cwd: config.state_dir.clone(),
+        log: config.log_dir().join("aws.log"),
+        run_as: None,
+        stop_signal: StopSignal::Term,
+        port,
+        container: Some(ContainerSpec {
+            image: "aws".into(),
+            command: Vec::new(),
+            env,
+            container_port: CONTAINER_PORT,
+            binds: Vec::new(),
+            volumes: vec![("awsdata".into(), "/data".into())],
+            user: None,
+        }),
     }
 }
 

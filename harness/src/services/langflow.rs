@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::net;
-use crate::runtime::{ProcessSpec, StopSignal};
+use crate::runtime::{ContainerSpec, Placement, ProcessSpec, StopSignal};
 use crate::services::aws;
 use crate::services::postgres::PgTarget;
 use crate::tenancy::OPERATOR_USERNAME;
@@ -33,6 +33,81 @@ pub fn venv(config: &Config) -> Venv {
         venv = venv.with_constraints(CONSTRAINTS);
     }
     venv
+}
+
+/// Port an instance listens on inside its container.
+pub const CONTAINER_PORT: u16 = 7860;
+
+/// How Langflow programs are run: from the managed venv (native) or from the Langflow image
+/// (containers; the image's own Langflow version then migrates and serves the tenant).
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The venv (native runtime only).
+    pub venv: Option<Venv>,
+    /// Where services run.
+    pub placement: Placement,
+}
+
+impl Launcher {
+    /// A launcher for `placement`: natively the managed venv is installed first (minutes on a
+    /// fresh machine); in containers nothing is installed on the host.
+    pub async fn prepare(config: &Config, placement: Placement) -> Result<Self> {
+        let venv = if placement.containers {
+            None
+        } else {
+            Some(crate::tenancy::migrate::ensure_langflow_venv(config).await?)
+        };
+        Ok(Self { venv, placement })
+    }
+
+    /// A spec running `python <args>` with Langflow importable: the venv's interpreter, or the
+    /// Langflow image's, with `binds` mounted at the same paths and `user` the caller's.
+    pub fn python_spec(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: PathBuf,
+        binds: Vec<(PathBuf, bool)>,
+    ) -> ProcessSpec {
+        let container = self.placement.containers.then(|| ContainerSpec {
+            image: "langflow".into(),
+            command: std::iter::once("python".to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+            env: env.clone(),
+            container_port: CONTAINER_PORT,
+            binds,
+            volumes: Vec::new(),
+            user: Some(caller_user()),
+        });
+        ProcessSpec {
+            name: name.to_string(),
+            program: self
+                .venv
+                .as_ref()
+                .map(|v| v.bin("python"))
+                .unwrap_or_else(|| "python".into()),
+            args,
+            env,
+            cwd,
+            log: PathBuf::new(),
+            run_as: None,
+            stop_signal: StopSignal::Term,
+            port: 0,
+            container,
+        }
+    }
+}
+
+/// `uid:gid` of the caller: containers run as the user who owns the bind-mounted state (the
+/// instance directory, the 0600 projected token), as the pod's user owns its volumes on EKS.
+pub fn caller_user() -> String {
+    format!(
+        "{}:{}",
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw()
+    )
 }
 
 /// Service name of a tenant's instance in the state file.
@@ -57,9 +132,9 @@ pub struct InstanceSpec<'a> {
     pub secret_key: &'a str,
     /// Password of the operator superuser (`LANGFLOW_SUPERUSER_PASSWORD`).
     pub operator_password: &'a str,
-    /// Port to listen on.
+    /// Port clients on the host reach it on (0 = the runtime picks: containers only).
     pub port: u16,
-    /// Port of the AWS emulator (S3 storage, Bedrock).
+    /// Port of the AWS emulator on 127.0.0.1 (S3 storage, Bedrock).
     pub aws_port: u16,
     /// IRSA credentials, as an EKS pod gets them; `None` falls back to the emulator's root keys.
     pub identity: Option<InstanceIdentity>,
@@ -70,14 +145,21 @@ pub struct InstanceSpec<'a> {
 pub struct InstanceIdentity {
     /// `AWS_ROLE_ARN`.
     pub role_arn: String,
-    /// `AWS_WEB_IDENTITY_TOKEN_FILE`.
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` (its directory is mounted read-only into containers).
     pub token_file: std::path::PathBuf,
     /// The STS endpoint (the harness's identity server).
     pub sts_url: String,
 }
 
 /// The uvicorn process of one tenant.
-pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Result<ProcessSpec> {
+pub fn process_spec(
+    config: &Config,
+    launcher: &Launcher,
+    instance: &InstanceSpec,
+) -> Result<ProcessSpec> {
+    let placement = &launcher.placement;
+    let listen_port = placement.listen_port(instance.port, CONTAINER_PORT);
+    let (aws_host, aws_port) = placement.peer("aws", instance.aws_port, aws::CONTAINER_PORT);
     let dir = instance_dir(config, instance.schema);
     for sub in ["config", "knowledge_bases", "telemetry", "tmp"] {
         std::fs::create_dir_all(dir.join(sub))
@@ -87,13 +169,13 @@ pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Re
     let mut env = BTreeMap::from([
         (
             "LANGFLOW_DATABASE_URL",
-            instance.database.url_with_password(),
+            instance.database.url_with_password_via(placement),
         ),
         ("LANGFLOW_CONFIG_DIR", path("config")),
         ("LANGFLOW_KNOWLEDGE_BASES_DIR", path("knowledge_bases")),
         ("LANGFLOW_TELEMETRY_WRITER_OUTBOX_DIR", path("telemetry")),
-        ("LANGFLOW_HOST", net::LOOPBACK.to_string()),
-        ("LANGFLOW_PORT", instance.port.to_string()),
+        ("LANGFLOW_HOST", placement.listen_host().to_string()),
+        ("LANGFLOW_PORT", listen_port.to_string()),
         ("LANGFLOW_ROOT_PATH", format!("/tenant/{}", instance.prefix)),
         ("LANGFLOW_SECRET_KEY", instance.secret_key.to_string()),
         ("LANGFLOW_AUTO_LOGIN", "false".into()),
@@ -126,7 +208,7 @@ pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Re
             "LANGFLOW_OBJECT_STORAGE_PREFIX",
             format!("tenants/{}", instance.schema),
         ),
-        ("AWS_ENDPOINT_URL", aws::endpoint(instance.aws_port)),
+        ("AWS_ENDPOINT_URL", format!("http://{aws_host}:{aws_port}")),
         // Never let an SDK wander off 127.0.0.1 looking for instance metadata.
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_DEFAULT_REGION", config.aws.region.clone()),
@@ -156,33 +238,38 @@ pub fn process_spec(config: &Config, venv: &Venv, instance: &InstanceSpec) -> Re
             env.insert("AWS_SECRET_ACCESS_KEY", aws::EMULATOR_SECRET_KEY.into());
         }
     }
+    let mut binds = vec![(dir.clone(), false)];
     if let Some(components) = components_path(config) {
+        binds.push((PathBuf::from(&components), true));
         env.insert("LANGFLOW_COMPONENTS_PATH", components);
     }
-    Ok(ProcessSpec {
-        name: service_name(instance.prefix),
-        program: venv.bin("python"),
-        args: [
-            "-m",
-            "uvicorn",
-            "--factory",
-            "langflow.main:setup_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &instance.port.to_string(),
-            "--no-access-log",
-        ]
-        .map(String::from)
-        .to_vec(),
-        env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        cwd: dir,
-        log: config
-            .log_dir()
-            .join(format!("{}.log", service_name(instance.prefix))),
-        run_as: None,
-        stop_signal: StopSignal::Term,
-    })
+    if let Some(token_dir) = instance
+        .identity
+        .as_ref()
+        .and_then(|i| i.token_file.parent())
+    {
+        binds.push((token_dir.to_path_buf(), true));
+    }
+    let args = [
+        "-m",
+        "uvicorn",
+        "--factory",
+        "langflow.main:setup_app",
+        "--host",
+        placement.listen_host(),
+        "--port",
+        &listen_port.to_string(),
+        "--no-access-log",
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut spec = launcher.python_spec(&service_name(instance.prefix), args, env, dir, binds);
+    spec.log = config
+        .log_dir()
+        .join(format!("{}.log", service_name(instance.prefix)));
+    spec.port = instance.port;
+    Ok(spec)
 }
 
 /// `components/` at the repository root, when it exists (custom components for every tenant).

@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::config::Config;
 use crate::net;
-use crate::runtime::{ProcessSpec, StopSignal};
+use crate::runtime::{ContainerSpec, Placement, ProcessSpec, StopSignal};
 use crate::secret;
 use crate::sql::quote_ident;
 
@@ -217,16 +217,10 @@ pub fn process_spec(
     port: u16,
 ) -> ProcessSpec {
     let dirs = PostgresDirs::new(config);
-    let settings = [
-        "listen_addresses=127.0.0.1".to_string(),
-        "unix_socket_directories=".to_string(),
-        // One server hosts every tenant's Langflow pool.
-        "max_connections=300".to_string(),
-        // A disposable development cluster: durability against OS crashes is not worth the latency.
-        "fsync=off".to_string(),
-        "synchronous_commit=off".to_string(),
-        "full_page_writes=off".to_string(),
-    ];
+    let settings = ["listen_addresses=127.0.0.1", "unix_socket_directories="]
+        .iter()
+        .chain(SERVER_SETTINGS)
+        .map(|s| s.to_string());
     let mut args = vec![
         "-D".to_string(),
         dirs.data.display().to_string(),
@@ -246,6 +240,82 @@ pub fn process_spec(
         log: config.log_dir().join("postgres.log"),
         run_as,
         stop_signal: StopSignal::Int,
+        port,
+        container: None,
+    }
+}
+
+/// The server of a run placed by `placement`, on host port `port`: natively the system's binaries
+/// on a cluster initialised in the state directory (initdb on first use), in containers the
+/// Postgres image with its data in the run's volume. Returns the superuser password (the known
+/// one, or a new one for a new cluster) and the spec.
+pub async fn server_spec(
+    config: &Config,
+    placement: &Placement,
+    known_password: Option<String>,
+    port: u16,
+) -> Result<(String, ProcessSpec)> {
+    if placement.containers {
+        let password = known_password.unwrap_or_else(|| secret::password(24));
+        return Ok((password.clone(), container_spec(config, &password, port)));
+    }
+    let bin_dir = find_bin_dir(config)?;
+    let run_as = run_as_user(config)?;
+    let password = {
+        let (config, bin_dir) = (config.clone(), bin_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            prepare_cluster(&config, &bin_dir, run_as, known_password)
+        })
+        .await??
+    };
+    Ok((password, process_spec(config, &bin_dir, run_as, port)))
+}
+
+/// Port Postgres listens on inside its container.
+pub const CONTAINER_PORT: u16 = 5432;
+
+/// Server settings for a disposable development cluster hosting every tenant's Langflow pool.
+const SERVER_SETTINGS: &[&str] = &[
+    "max_connections=300",
+    // Durability against OS crashes is not worth the latency here.
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+];
+
+/// Postgres in a container (the official image's contract: POSTGRES_PASSWORD/USER/DB, data in
+/// /var/lib/postgresql/data) with its data in the run's `pgdata` volume, published on `port`
+/// (0 = any) of 127.0.0.1.
+pub fn container_spec(config: &Config, password: &str, port: u16) -> ProcessSpec {
+    let mut command = vec!["postgres".to_string()];
+    for setting in SERVER_SETTINGS {
+        command.push("-c".into());
+        command.push(setting.to_string());
+    }
+    ProcessSpec {
+        name: "postgres".into(),
+        program: "postgres".into(),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        cwd: config.state_dir.clone(),
+        log: config.log_dir().join("postgres.log"),
+        run_as: None,
+        stop_signal: StopSignal::Int,
+        port,
+        container: Some(ContainerSpec {
+            image: "postgres".into(),
+            command,
+            env: BTreeMap::from([
+                ("POSTGRES_USER".to_string(), SUPERUSER.to_string()),
+                ("POSTGRES_PASSWORD".to_string(), password.to_string()),
+                ("POSTGRES_DB".to_string(), config.postgres.database.clone()),
+                ("LC_ALL".to_string(), "C.UTF-8".to_string()),
+            ]),
+            container_port: CONTAINER_PORT,
+            binds: Vec::new(),
+            volumes: vec![("pgdata".into(), "/var/lib/postgresql/data".into())],
+            user: None,
+        }),
     }
 }
 
@@ -296,9 +366,16 @@ impl PgTarget {
 
     /// A `postgresql://` URL for this target, with the password (for child process env only).
     pub fn url_with_password(&self) -> String {
+        self.url_with_password_via(&Placement::native())
+    }
+
+    /// The URL a service placed by `placement` uses (in containers: the `postgres` container on
+    /// the run's network).
+    pub fn url_with_password_via(&self, placement: &Placement) -> String {
+        let (host, port) = placement.peer("postgres", self.port, CONTAINER_PORT);
         format!(
-            "postgresql://{}:{}@127.0.0.1:{}/{}",
-            self.user, self.password, self.port, self.database
+            "postgresql://{}:{}@{host}:{port}/{}",
+            self.user, self.password, self.database
         )
     }
 }

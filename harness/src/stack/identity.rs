@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::{finish_step, with_log_tail, Stack};
+use super::{finish_step, Stack};
 use crate::credentials::{self, iam_setup, identity_server::KEY_FILE, oidc::SigningKey};
 use crate::net;
 use crate::progress::Step;
@@ -49,6 +49,10 @@ impl Stack {
                 "--region".to_string(),
                 config.aws.region.clone(),
             ]);
+            // Containers reach it on the run network's gateway address (never 0.0.0.0).
+            if let Some(ip) = self.runtime.placement().host_bind {
+                args.extend(["--also-bind".to_string(), ip.to_string()]);
+            }
             let spec = ProcessSpec {
                 name: credentials::IDENTITY_SERVICE.into(),
                 program: command.program.clone(),
@@ -58,8 +62,15 @@ impl Stack {
                 log: config.log_dir().join("identity.log"),
                 run_as: None,
                 stop_signal: StopSignal::Term,
+                port,
+                container: None,
             };
-            let process = self.runtime.start(&spec, &self.run_marker())?;
+            // A harness server: always a host process, whatever runs the services.
+            let (process, _) = crate::runtime::Runtime::start(
+                &crate::runtime::native::NativeRuntime,
+                &spec,
+                &self.run_marker(),
+            )?;
             let url = format!("http://127.0.0.1:{port}");
             self.record(
                 state,
@@ -88,7 +99,7 @@ impl Stack {
                 },
             )
             .await
-            .map_err(|e| with_log_tail(e, &spec.log))?;
+            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
             step.set_message("provisioning the OIDC provider and roles");
             let sdk = aws::sdk_config(aws_port, &config.aws.region).await;
             let identities = iam_setup::provision(

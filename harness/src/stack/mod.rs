@@ -18,10 +18,9 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::net;
 use crate::progress::Step;
 use crate::runtime::native::NativeRuntime;
-use crate::runtime::{Liveness, RunningProcess, Runtime, StopOutcome};
+use crate::runtime::{run_marker, Liveness, ProcessSpec, RunningProcess, Runtime, StopOutcome};
 use crate::services::{aws, postgres};
 use crate::state::{Probe, RunState, ServiceRecord, StateFiles, STATE_VERSION};
 pub use tenants::{GatewayCommand, Provisioned, TenantEndpoint, GATEWAY_SERVICE};
@@ -52,8 +51,11 @@ pub struct ServiceStatus {
     pub name: String,
     /// Runtime it runs in.
     pub runtime: String,
-    /// Process id.
+    /// Process id (0 for a container).
     pub pid: i32,
+    /// Container id (short) and image, for the docker runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::runtime::ContainerRef>,
     /// Port on 127.0.0.1.
     pub port: u16,
     /// URL for clients.
@@ -73,6 +75,8 @@ pub struct ServiceStatus {
 pub struct StackStatus {
     /// State directory of the run.
     pub state_dir: PathBuf,
+    /// Runtime the services run in (`native`, `docker`).
+    pub runtime: String,
     /// Services in start order.
     pub services: Vec<ServiceStatus>,
 }
@@ -169,6 +173,63 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A stack for `config` on the runtime `kind` (`auto`, `native` or `docker`; `None` = the
+    /// configured `[runtime] kind`). A run already recorded in the state directory keeps the
+    /// runtime it was started with (`status`/`down` must find its services); asking for another
+    /// one is an error. `auto` picks docker when an engine answers and the images can be had,
+    /// else native with a one-line notice (returned); when not `starting` (status, down with no
+    /// state file) `auto` only needs an engine, so `down` still finds a lost run's containers.
+    pub fn open(
+        config: Config,
+        kind: Option<&str>,
+        starting: bool,
+    ) -> Result<(Self, Option<String>)> {
+        let files = StateFiles::new(&config.state_dir);
+        let requested = kind.unwrap_or(&config.runtime.kind).to_string();
+        let recorded = files.read_state().ok().flatten().map(|s| s.runtime);
+        let mut notice = None;
+        let chosen = match (recorded, requested.as_str()) {
+            (Some(recorded), "auto") => recorded,
+            (Some(recorded), wanted) if recorded == wanted => recorded,
+            (Some(recorded), wanted) => anyhow::bail!(
+                "a {recorded} run is up in {}; stop it with `cargo xtask down` before using --runtime {wanted}",
+                config.state_dir.display()
+            ),
+            (None, "auto") => {
+                match crate::runtime::docker::DockerRuntime::connect(&config, &run_marker(&config))
+                    .and_then(|docker| {
+                        if starting {
+                            docker.check_images()?;
+                        }
+                        Ok(docker)
+                    })
+                {
+                    Ok(docker) => {
+                        let mut stack = Self::new(config);
+                        stack.runtime = Arc::new(docker);
+                        return Ok((stack, None));
+                    }
+                    Err(why) => {
+                        notice = starting
+                            .then(|| format!("runtime auto: using native ({why:#})"));
+                        "native".to_string()
+                    }
+                }
+            }
+            (None, wanted) => wanted.to_string(),
+        };
+        let runtime = crate::runtime::for_run(&chosen, &config)?;
+        let mut stack = Self::new(config);
+        stack.runtime = runtime;
+        Ok((stack, notice))
+    }
+
+    /// Runs the stack's services in `runtime` instead.
+    pub fn with_runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
     /// A stack for `config` on the native runtime.
     pub fn new(config: Config) -> Self {
         let files = StateFiles::new(&config.state_dir);
@@ -218,10 +279,7 @@ impl Stack {
 
     /// The marker value every process of this run carries (its state directory).
     pub fn run_marker(&self) -> String {
-        std::fs::canonicalize(&self.config.state_dir)
-            .unwrap_or_else(|_| self.config.state_dir.clone())
-            .display()
-            .to_string()
+        crate::runtime::run_marker(&self.config)
     }
 
     /// Starts Postgres and the AWS emulator (in parallel), creates the Langflow database and the
@@ -256,8 +314,8 @@ impl Stack {
             self.stop_recorded(&previous);
             self.files.remove_state()?;
         }
-        // Processes of an `up` that was killed before it could record or clean up.
-        NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
+        // Processes / containers of an `up` that was killed before it could record or clean up.
+        self.runtime.sweep(&self.run_marker(), STOP_GRACE);
 
         let state = Arc::new(Mutex::new(RunState {
             version: STATE_VERSION,
@@ -289,7 +347,7 @@ impl Stack {
             Err(error) => {
                 let state = state.lock().expect("state lock").clone();
                 self.stop_recorded(&state);
-                NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
+                self.runtime.sweep(&self.run_marker(), STOP_GRACE);
                 self.files.remove_state()?;
                 Err(error)
             }
@@ -335,6 +393,33 @@ impl Stack {
         self.files.write_state(&state)
     }
 
+    /// Starts `spec` in the run's runtime (off the async threads: engine calls block).
+    async fn start_spec(&self, spec: &ProcessSpec) -> Result<(RunningProcess, u16)> {
+        let (runtime, spec, marker) = (self.runtime.clone(), spec.clone(), self.run_marker());
+        tokio::task::spawn_blocking(move || runtime.start(&spec, &marker)).await?
+    }
+
+    /// `error` with the service's last log line (from its log file or the engine).
+    fn with_log_tail(
+        &self,
+        error: anyhow::Error,
+        process: &RunningProcess,
+        log: &Path,
+    ) -> anyhow::Error {
+        let text = self.runtime.read_log(process, log).unwrap_or_default();
+        let reason = self
+            .runtime
+            .exit_reason(process)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        match last_line(&text) {
+            Some(line) => {
+                anyhow!("{error:#}{reason}; last log line: {line} (`cargo xtask logs` shows all)")
+            }
+            None => anyhow!("{error:#}{reason}"),
+        }
+    }
+
     /// A liveness closure for readiness polling.
     fn alive_fn(&self, process: &RunningProcess) -> impl FnMut() -> bool {
         let runtime = self.runtime.clone();
@@ -347,28 +432,18 @@ impl Stack {
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
             let config = &self.config;
-            let bin_dir = postgres::find_bin_dir(config)?;
-            let run_as = postgres::run_as_user(config)?;
-            let port = net::resolve_port("postgres", config.ports.postgres)?;
+            let placement = self.runtime.placement();
+            let port = placement.host_port("postgres", config.ports.postgres)?;
             let mut secrets = self.files.read_secrets()?;
-            step.set_message("initdb");
-            let password = {
-                let (config, bin_dir, known) = (
-                    config.clone(),
-                    bin_dir.clone(),
-                    secrets.postgres_password.clone(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    postgres::prepare_cluster(&config, &bin_dir, run_as, known)
-                })
-                .await??
-            };
+            step.set_message("preparing the cluster");
+            let (password, spec) =
+                postgres::server_spec(config, &placement, secrets.postgres_password.clone(), port)
+                    .await?;
             if secrets.postgres_password.as_deref() != Some(password.as_str()) {
                 secrets.postgres_password = Some(password.clone());
                 self.files.write_secrets(&secrets)?;
             }
-            let spec = postgres::process_spec(config, &bin_dir, run_as, port);
-            let process = self.runtime.start(&spec, &self.run_marker())?;
+            let (process, port) = self.start_spec(&spec).await?;
             self.record(
                 state,
                 "postgres",
@@ -393,7 +468,7 @@ impl Stack {
                 self.alive_fn(&process),
             )
             .await
-            .map_err(|e| with_log_tail(e, &spec.log))?;
+            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
             postgres::ensure_database(port, &password, &config.postgres.database).await?;
             Ok(("postgres".to_string(), t0.elapsed().as_secs_f64()))
         }
@@ -404,18 +479,13 @@ impl Stack {
 
     async fn start_aws(&self, state: &Arc<Mutex<RunState>>) -> Result<(String, f64)> {
         let config = &self.config;
-        let venv = aws::venv(config)?;
-        {
-            let (venv, python) = (venv.clone(), config.tools.python.clone());
-            tokio::task::spawn_blocking(move || venv.ensure(&python)).await??;
-        }
+        let placement = self.runtime.placement();
+        let port = placement.host_port("aws", config.ports.aws)?;
+        let spec = aws::server_spec(config, &placement, port).await?;
         let step = Step::start("aws emulator");
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
-            let port = net::resolve_port("aws", config.ports.aws)?;
-            let spec = aws::process_spec(config, &venv, port);
-            std::fs::create_dir_all(&spec.cwd)?;
-            let process = self.runtime.start(&spec, &self.run_marker())?;
+            let (process, port) = self.start_spec(&spec).await?;
             let url = aws::endpoint(port);
             self.record(
                 state,
@@ -435,7 +505,7 @@ impl Stack {
             step.set_message(format!("waiting for {url}"));
             aws::wait_ready(port, AWS_READY_TIMEOUT, self.alive_fn(&process))
                 .await
-                .map_err(|e| with_log_tail(e, &spec.log))?;
+                .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
             aws::ensure_bucket(port, &config.aws.region, &config.aws.tenant_bucket).await?;
             Ok(("aws".to_string(), t0.elapsed().as_secs_f64()))
         }
@@ -465,10 +535,17 @@ impl Stack {
             async move {
                 let liveness = self.runtime.liveness(&record.process);
                 let (state, detail) = if liveness == Liveness::Exited {
+                    let log = self
+                        .runtime
+                        .read_log(&record.process, &record.log)
+                        .unwrap_or_default();
                     let detail = format!(
-                        "process {} exited; last log line: {}",
-                        record.process.pid,
-                        last_log_line(&record.log).unwrap_or_else(|| "(empty)".into())
+                        "{} {}; last log line: {}",
+                        record.process.describe(),
+                        self.runtime
+                            .exit_reason(&record.process)
+                            .unwrap_or_else(|| "exited".into()),
+                        last_line(&log).unwrap_or_else(|| "(empty)".into())
                     );
                     (ServiceState::Crashed, Some(detail))
                 } else {
@@ -481,6 +558,7 @@ impl Stack {
                     name: name.clone(),
                     runtime: record.process.runtime.clone(),
                     pid: record.process.pid,
+                    container: record.process.container.clone(),
                     port: record.port,
                     url: record.url.clone(),
                     state,
@@ -492,6 +570,7 @@ impl Stack {
         });
         StackStatus {
             state_dir: self.config.state_dir.clone(),
+            runtime: state.runtime.clone(),
             services: futures::future::join_all(checks).await,
         }
     }
@@ -517,8 +596,9 @@ impl Stack {
             .collect()
     }
 
-    /// Stops the run and removes its temporary state (state file, logs, emulator files);
-    /// with `volumes`, also the Postgres cluster and generated secrets. Idempotent.
+    /// Stops the run and removes its temporary state (state file, logs, emulator scratch files);
+    /// with `volumes`, also the data: the Postgres cluster, the emulator's S3 objects and the
+    /// generated secrets. Idempotent.
     pub fn down(&self, volumes: bool) -> Result<DownReport> {
         if !self.config.state_dir.exists() {
             return Ok(DownReport {
@@ -537,7 +617,7 @@ impl Stack {
             .as_ref()
             .map(|s| self.stop_recorded(s))
             .unwrap_or_default();
-        let orphans_stopped = NativeRuntime::stop_run_by_marker(&self.run_marker(), STOP_GRACE);
+        let orphans_stopped = self.runtime.sweep(&self.run_marker(), STOP_GRACE);
         self.files.remove_state()?;
         for temp in [
             self.config.log_dir(),
@@ -549,6 +629,8 @@ impl Stack {
         if volumes {
             remove_dir_if_exists(&self.config.state_dir.join("postgres"))?;
             remove_dir_if_exists(&self.config.state_dir.join("tenants"))?;
+            remove_dir_if_exists(&aws::data_dir(&self.config))?;
+            self.runtime.remove_volumes(&self.run_marker())?;
             crate::state::remove_if_exists(&self.files.secrets_path())?;
         }
         Ok(DownReport {
@@ -647,21 +729,15 @@ fn finish_step<T>(step: Step, result: &Result<T>) {
 
 /// The last non-empty line of a log file.
 pub fn last_log_line(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+    last_line(&std::fs::read_to_string(log).ok()?)
+}
+
+/// The last non-empty line of a text, at most 300 characters.
+fn last_line(text: &str) -> Option<String> {
     text.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| l.chars().take(300).collect())
-}
-
-fn with_log_tail(error: anyhow::Error, log: &Path) -> anyhow::Error {
-    match last_log_line(log) {
-        Some(line) => anyhow!(
-            "{error:#}; last log line: {line} (full log: {})",
-            log.display()
-        ),
-        None => error,
-    }
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<()> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
-use super::{finish_step, with_log_tail, Stack};
+use super::{finish_step, Stack};
 use crate::gateway::{Routes, Upstream};
 use crate::net;
 use crate::progress::Step;
@@ -101,7 +101,11 @@ impl Stack {
             .read_secrets()?
             .postgres_password
             .context("no Postgres password in secrets.json")?;
-        Ok(Tenancy::new(&self.config, &self.files, postgres.port, &password).holding_stack_lock())
+        Ok(
+            Tenancy::new(&self.config, &self.files, postgres.port, &password)
+                .with_runtime(self.runtime.clone())
+                .holding_stack_lock(),
+        )
     }
 
     /// Creates the tenants file's missing tenants (schemas migrated in parallel).
@@ -175,30 +179,41 @@ impl Stack {
         let tenancy = self.tenancy_in_run(&snapshot)?;
         let schemas = tenancy.schema_list().await?;
         let gateway_port = net::resolve_port("gateway", self.config.ports.gateway)?;
-        let instance_ports = net::free_ports(schemas.len())?;
+        let placement = self.runtime.placement();
+        // Natively the ports go into the instances' arguments, so they are chosen now (all at
+        // once: no repeats); in containers the engine picks them and `start` reads them back.
+        let instance_ports = if placement.containers {
+            vec![0; schemas.len()]
+        } else {
+            net::free_ports(schemas.len())?
+        };
+        // The gateway starts with no routes; they are written once the instances' ports are known
+        // (it re-reads the file on change).
+        Routes::default().write(&self.routes_path())?;
+        let mut ready = vec![self.start_gateway(state, gateway_port).await?];
+        if !schemas.is_empty() {
+            let launcher = langflow::Launcher::prepare(&self.config, placement).await?;
+            let instances = schemas
+                .iter()
+                .zip(&instance_ports)
+                .map(|(s, port)| self.start_instance(state, &tenancy, &launcher, s, *port));
+            ready.extend(futures::future::try_join_all(instances).await?);
+        }
+        let recorded = state.lock().expect("state lock").clone();
         let routes = Routes {
             tenants: schemas
                 .iter()
-                .zip(&instance_ports)
-                .map(|(s, port)| {
+                .filter_map(|s| {
+                    let record = recorded.services.get(&langflow::service_name(&s.prefix))?;
                     let upstream = Upstream {
-                        port: *port,
+                        port: record.port,
                         schema: s.schema.clone(),
                     };
-                    (s.prefix.clone(), upstream)
+                    Some((s.prefix.clone(), upstream))
                 })
                 .collect(),
         };
         routes.write(&self.routes_path())?;
-        let mut ready = vec![self.start_gateway(state, gateway_port).await?];
-        if !schemas.is_empty() {
-            let venv = migrate::ensure_langflow_venv(&self.config).await?;
-            let instances = schemas
-                .iter()
-                .zip(&instance_ports)
-                .map(|(s, port)| self.start_instance(state, &tenancy, &venv, s, *port));
-            ready.extend(futures::future::try_join_all(instances).await?);
-        }
         Ok(ready)
     }
 
@@ -246,8 +261,15 @@ impl Stack {
                 log: self.config.log_dir().join("gateway.log"),
                 run_as: None,
                 stop_signal: StopSignal::Term,
+                port,
+                container: None,
             };
-            let process = self.runtime.start(&spec, &self.run_marker())?;
+            // A harness server: always a host process, whatever runs the services.
+            let (process, _) = crate::runtime::Runtime::start(
+                &crate::runtime::native::NativeRuntime,
+                &spec,
+                &self.run_marker(),
+            )?;
             let record = ServiceRecord {
                 process: process.clone(),
                 port,
@@ -272,7 +294,7 @@ impl Stack {
                 },
             )
             .await
-            .map_err(|e| with_log_tail(e, &spec.log))?;
+            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
             Ok((GATEWAY_SERVICE.to_string(), t0.elapsed().as_secs_f64()))
         }
         .await;
@@ -293,12 +315,13 @@ impl Stack {
         let Some(port) = super::recorded_port(state, crate::credentials::IDENTITY_SERVICE) else {
             return Ok(None);
         };
+        let placement = self.runtime.placement();
         let identities = crate::credentials::read_identities(&self.config)?;
         Ok(Some(langflow::InstanceIdentity {
             role_arn: identities.role_arn,
             token_file: crate::credentials::identity_dir(&self.config)
                 .join(crate::credentials::PROJECTED_TOKEN_FILE),
-            sts_url: format!("http://127.0.0.1:{port}"),
+            sts_url: placement.host_server_url(port),
         }))
     }
 
@@ -306,7 +329,7 @@ impl Stack {
         &self,
         state: &Arc<Mutex<RunState>>,
         tenancy: &Tenancy,
-        venv: &crate::venv::Venv,
+        launcher: &langflow::Launcher,
         schema: &TenantSchema,
         port: u16,
     ) -> Result<(String, f64)> {
@@ -333,7 +356,7 @@ impl Stack {
             }
             let spec = langflow::process_spec(
                 &self.config,
-                venv,
+                launcher,
                 &langflow::InstanceSpec {
                     prefix: &schema.prefix,
                     schema: &schema.schema,
@@ -345,7 +368,7 @@ impl Stack {
                     identity: self.instance_identity(state)?,
                 },
             )?;
-            let process = self.runtime.start(&spec, &self.run_marker())?;
+            let (process, port) = self.start_spec(&spec).await?;
             self.record(
                 state,
                 &name,
@@ -364,7 +387,7 @@ impl Stack {
             step.set_message(format!("waiting for /health_check on 127.0.0.1:{port}"));
             langflow::wait_ready(port, INSTANCE_READY_TIMEOUT, self.alive_fn(&process))
                 .await
-                .map_err(|e| with_log_tail(e, &spec.log))
+                .map_err(|e| self.with_log_tail(e, &process, &spec.log))
                 .with_context(|| format!("tenant {} did not start", schema.prefix))?;
             Ok((name.clone(), t0.elapsed().as_secs_f64()))
         }
@@ -429,11 +452,12 @@ impl Stack {
             );
         }
         let tenancy = self.tenancy_in_run(&current)?;
-        let venv = migrate::ensure_langflow_venv(&self.config).await?;
-        let port = net::resolve_port(&name, 0)?;
+        let placement = self.runtime.placement();
+        let port = placement.host_port(&name, 0)?;
+        let launcher = langflow::Launcher::prepare(&self.config, placement).await?;
         let state = Arc::new(Mutex::new(current));
         let started = self
-            .start_instance(&state, &tenancy, &venv, schema, port)
+            .start_instance(&state, &tenancy, &launcher, schema, port)
             .await;
         if let Err(e) = started {
             // Leave the run as it was: stop what was started, forget it.
@@ -444,6 +468,7 @@ impl Stack {
             self.files.write_state(&state)?;
             return Err(e);
         }
+        let port = state.lock().expect("state lock").services[&name].port;
         let mut routes = Routes::read(&self.routes_path()).unwrap_or_default();
         routes.tenants.insert(
             schema.prefix.clone(),

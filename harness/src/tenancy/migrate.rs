@@ -3,13 +3,14 @@
 //! tables from `public`: Langflow's `alembic check` rejects such copies at start.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::progress::Step;
+use crate::runtime::Runtime;
 use crate::services::langflow;
 use crate::services::postgres::PgTarget;
 
@@ -31,9 +32,23 @@ pub async fn ensure_langflow_venv(config: &Config) -> Result<crate::venv::Venv> 
     Ok(venv)
 }
 
+/// Where migrations run: the runtime of the run (natively the venv's Python; in containers the
+/// Langflow image, so a tenant is migrated by the Langflow version that will serve it).
+#[derive(Clone)]
+pub struct Migrator {
+    /// The run's runtime.
+    pub runtime: Arc<dyn Runtime>,
+    /// The run's marker.
+    pub run_marker: String,
+}
+
 /// Migrates the schema `target.user` can reach (its pinned search_path) to Alembic head.
-pub async fn upgrade_to_head(config: &Config, target: &PgTarget) -> Result<()> {
-    let venv = ensure_langflow_venv(config).await?;
+pub async fn upgrade_to_head(
+    config: &Config,
+    migrator: &Migrator,
+    target: &PgTarget,
+) -> Result<()> {
+    let launcher = langflow::Launcher::prepare(config, migrator.runtime.placement()).await?;
     let step = Step::start(format!("migrating schema {}", target.user));
     let scratch = config
         .state_dir
@@ -43,7 +58,10 @@ pub async fn upgrade_to_head(config: &Config, target: &PgTarget) -> Result<()> {
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
     let env = BTreeMap::from([
-        ("LANGFLOW_DATABASE_URL", target.url_with_password()),
+        (
+            "LANGFLOW_DATABASE_URL",
+            target.url_with_password_via(&launcher.placement),
+        ),
         ("LANGFLOW_CONFIG_DIR", scratch.display().to_string()),
         ("LANGFLOW_AUTO_LOGIN", "false".to_string()),
         ("LANGFLOW_DO_NOT_TRACK", "true".to_string()),
@@ -87,35 +105,44 @@ pub async fn upgrade_to_head(config: &Config, target: &PgTarget) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     step.set_message(format!("migrating schema {}", target.user));
-    let mut command = tokio::process::Command::new(venv.bin("python"));
-    command
-        .arg("-c")
-        .arg(MIGRATE_SCRIPT)
-        .env_clear()
-        .envs(env)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(MIGRATION_TIMEOUT, command.output()).await;
+    let env: BTreeMap<String, String> = env
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain([(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        )])
+        .filter(|(k, _)| !(launcher.placement.containers && k == "PATH"))
+        .collect();
+    let spec = launcher.python_spec(
+        &format!("migrate-{}", target.user),
+        vec!["-c".into(), MIGRATE_SCRIPT.into()],
+        env,
+        scratch.clone(),
+        vec![(scratch.clone(), false)],
+    );
+    let runtime = migrator.runtime.clone();
+    let marker = migrator.run_marker.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        runtime.run_to_completion(&spec, &marker, MIGRATION_TIMEOUT)
+    })
+    .await?;
     // Dropping the connection releases the session lock, whatever happened.
     drop(lock);
     let output = match output {
-        Ok(output) => output.context("cannot run the Langflow migration")?,
-        Err(_) => {
+        Ok(output) => output,
+        Err(e) => {
             step.fail();
             bail!(
-                "Langflow's migration of schema {} did not finish within {} s (killed); check \
+                "Langflow's migration of schema {} did not complete: {e:#}; check \
                  pg_stat_activity for a lock wait",
                 target.user,
-                MIGRATION_TIMEOUT.as_secs()
             );
         }
     };
-    if !output.status.success() {
+    if !output.success {
         step.fail();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = &output.stderr;
         let last = stderr
             .lines()
             .rev()

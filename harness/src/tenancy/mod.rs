@@ -85,6 +85,7 @@ pub struct Tenancy {
     files: StateFiles,
     admin: PgTarget,
     caller_holds_lock: bool,
+    migrator: migrate::Migrator,
 }
 
 /// Serialises read-modify-write of `secrets.json` between tasks of one process (parallel
@@ -106,7 +107,8 @@ impl Tenancy {
                 files.secrets_path().display()
             )
         })?;
-        Ok(Self::new(config, files, postgres.port, &password))
+        let runtime = crate::runtime::for_run(&state.runtime, config)?;
+        Ok(Self::new(config, files, postgres.port, &password).with_runtime(runtime))
     }
 
     /// tenantmgr for a Postgres superuser on `port`.
@@ -116,7 +118,18 @@ impl Tenancy {
             files: files.clone(),
             admin: PgTarget::superuser(port, superuser_password, &config.postgres.database),
             caller_holds_lock: false,
+            migrator: migrate::Migrator {
+                runtime: std::sync::Arc::new(crate::runtime::native::NativeRuntime),
+                run_marker: crate::runtime::run_marker(config),
+            },
         }
+    }
+
+    /// Runs migrations in `runtime` (the run's): natively with the venv, in containers with the
+    /// Langflow image.
+    pub fn with_runtime(mut self, runtime: std::sync::Arc<dyn crate::runtime::Runtime>) -> Self {
+        self.migrator.runtime = runtime;
+        self
     }
 
     /// For callers that already hold the state lock (`up`): changes do not take it again.
@@ -252,7 +265,7 @@ impl Tenancy {
                 true
             })?;
             let target = self.tenant_target(&schema)?;
-            migrate::upgrade_to_head(&self.config, &target).await?;
+            migrate::upgrade_to_head(&self.config, &self.migrator, &target).await?;
             self.user_add(
                 &schema,
                 OPERATOR_USERNAME,
