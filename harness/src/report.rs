@@ -22,7 +22,20 @@ pub fn megabytes(bytes: Option<u64>) -> String {
 
 /// The services table shown by `up` and `status`.
 pub fn status_table(status: &StackStatus) -> String {
-    let mut table = table(&["service", "state", "url", "pid", "rss", "detail"]);
+    let containers = status.services.iter().any(|s| s.container.is_some());
+    let (where_header, memory_header) = if containers {
+        ("pid / container", "memory")
+    } else {
+        ("pid", "rss")
+    };
+    let mut table = table(&[
+        "service",
+        "state",
+        "url",
+        where_header,
+        memory_header,
+        "detail",
+    ]);
     for service in &status.services {
         let color = match service.state {
             ServiceState::Healthy => Color::Green,
@@ -33,12 +46,15 @@ pub fn status_table(status: &StackStatus) -> String {
             Cell::new(&service.name),
             Cell::new(format!("{:?}", service.state).to_lowercase()).fg(color),
             Cell::new(&service.url),
-            Cell::new(service.pid),
+            Cell::new(match &service.container {
+                Some(c) => format!("{} {}", crate::runtime::short_id(&c.id), c.image),
+                None => service.pid.to_string(),
+            }),
             Cell::new(megabytes(service.rss_bytes)),
             Cell::new(service.detail.as_deref().unwrap_or("")),
         ]);
     }
-    table.to_string()
+    format!("runtime: {}\n{table}", status.runtime)
 }
 
 /// The summary printed by `down`.

@@ -48,6 +48,12 @@ pub struct ServiceRecord {
     pub probe: Probe,
     /// Stop tier: higher tiers stop first (0 infrastructure, 1 gateway, 2 tenant instances).
     pub tier: u8,
+    /// How often the harness restarted it after it had stopped (repair, supervisor).
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why it stopped the last time it was restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
 }
 
 /// How `status` checks that a service answers.
@@ -56,6 +62,8 @@ pub struct ServiceRecord {
 pub enum Probe {
     /// Connect to Postgres as the superuser and run `SELECT 1`.
     Postgres,
+    /// Alive is healthy (a service with no endpoint: the supervisor).
+    Alive,
     /// `GET url` answers 2xx.
     Http {
         /// URL to fetch.
@@ -130,6 +138,26 @@ impl StateFiles {
 
     /// Takes the exclusive lock for commands that change the run (blocks while another holds it).
     pub fn lock(&self) -> Result<Flock<File>> {
+        self.lock_with(FlockArg::LockExclusive)?
+            .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", self.dir.join("lock").display()))
+    }
+
+    /// Takes the lock only if nobody holds it (`Ok(None)` when busy).
+    pub fn try_lock(&self) -> Result<Option<Flock<File>>> {
+        match self.lock_with(FlockArg::LockExclusiveNonblock)? {
+            Ok(lock) => Ok(Some(lock)),
+            Err(nix::errno::Errno::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot lock {}: {e}",
+                self.dir.join("lock").display()
+            )),
+        }
+    }
+
+    fn lock_with(
+        &self,
+        mode: FlockArg,
+    ) -> Result<std::result::Result<Flock<File>, nix::errno::Errno>> {
         self.ensure_dir()?;
         let path = self.dir.join("lock");
         let file = OpenOptions::new()
@@ -139,8 +167,7 @@ impl StateFiles {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+        Ok(Flock::lock(file, mode).map_err(|(_, e)| e))
     }
 
     /// Reads `state.json`; `Ok(None)` when nothing is running. A corrupt file is an error naming

@@ -184,17 +184,24 @@ async fn second_up_reports_running_and_a_crash_is_detected_and_cleaned() {
         "status never reported the killed emulator as crashed"
     );
 
-    // The next up cleans the stale run and starts a fresh one, Postgres data reused.
+    // The next up repairs only what is down: the emulator restarts on its port, Postgres keeps
+    // running untouched.
     let third = stack.up().await.unwrap();
-    assert_eq!(third.outcome, UpOutcome::Started);
-    assert_eq!(third.cleaned_stale, vec!["aws".to_string()]);
+    assert_eq!(third.outcome, UpOutcome::Repaired);
+    assert_eq!(third.repaired, vec!["aws".to_string()]);
     assert!(third.status.healthy(), "{:#?}", third.status);
     let old_pg = pids[0];
-    assert!(third
-        .status
-        .services
-        .iter()
-        .all(|s| s.pid != old_pg && s.pid != aws_pid));
+    let pg = third.status.service("postgres").unwrap();
+    assert_eq!(pg.pid, old_pg, "postgres was restarted by a repair");
+    assert_eq!(pg.restarts, 0);
+    let aws = third.status.service("aws").unwrap();
+    assert_ne!(aws.pid, aws_pid);
+    assert_eq!(aws.restarts, 1);
+    assert_eq!(
+        aws.port,
+        first.status.service("aws").unwrap().port,
+        "repair keeps the port"
+    );
     stack.down(true).unwrap();
     assert!(NativeRuntime::processes_of_run(&stack.run_marker()).is_empty());
 }
@@ -268,6 +275,8 @@ async fn logs_of_unknown_service_lists_known_ones() {
             log: PathBuf::from("/dev/null"),
             probe: harness::state::Probe::Postgres,
             tier: 0,
+            restarts: 0,
+            last_exit: None,
         },
     );
     stack.files().ensure_dir().unwrap();

@@ -103,7 +103,8 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
             "identity",
             "gateway",
             "langflow-acme",
-            "langflow-widgetco"
+            "langflow-widgetco",
+            "supervisor"
         ]
     );
     assert!(report.status.healthy(), "{:#?}", report.status);
@@ -299,12 +300,8 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
 
     // Its instance dies: that tenant answers 502, the others are unaffected.
     let status = stack.status().await.unwrap().unwrap();
-    let gamma_pid = status
-        .services
-        .iter()
-        .find(|s| s.name == "langflow-gamma_3")
-        .unwrap()
-        .pid;
+    let gamma_pid = status.service("langflow-gamma_3").unwrap().pid;
+    let after_kill_pids = (gamma_pid, status.service("langflow-acme").unwrap().pid);
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(gamma_pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -315,14 +312,35 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("tenant 'gamma_3' is unavailable"), "{body}");
     assert_eq!(get(&format!("{}health_check", acme.url), None).await.0, 200);
+
+    // The supervisor restarts it, as ECS replaces a stopped task: it serves again on its own,
+    // and status shows the restart; acme was never touched.
+    let acme_pid = after_kill_pids.1;
+    let waited = std::time::Instant::now();
+    loop {
+        let (code, _) = get(&format!("{}health_check", endpoint.url), None).await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(240),
+            "gamma was not restarted: {:#?}",
+            stack.status().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let after = stack.status().await.unwrap().unwrap();
-    let gamma_state = after
-        .services
-        .iter()
-        .find(|s| s.name == "langflow-gamma_3")
-        .unwrap()
-        .state;
-    assert_eq!(gamma_state, ServiceState::Crashed);
+    let restarted = after.service("langflow-gamma_3").unwrap();
+    assert_eq!(restarted.state, ServiceState::Healthy);
+    assert_eq!(restarted.restarts, 1, "{restarted:#?}");
+    assert_ne!(restarted.pid, gamma_pid);
+    assert!(restarted
+        .detail
+        .as_deref()
+        .unwrap_or("")
+        .contains("restarted 1×"));
+    assert_eq!(after.service("langflow-acme").unwrap().pid, acme_pid);
+    assert_eq!(after.service("langflow-acme").unwrap().restarts, 0);
 
     // schema-rm: route, schema, role and secrets are gone.
     stack.detach_tenant("gamma_3").unwrap();

@@ -13,6 +13,8 @@ use harness::report;
 use harness::stack::{GatewayCommand, Stack, UpOutcome};
 use harness::tenancy::{naming, Tenancy};
 
+mod images;
+
 /// Local dev and test harness for a multi-tenant Langflow stack on AWS.
 #[derive(Parser)]
 #[command(name = "cargo xtask", version, about)]
@@ -127,6 +129,11 @@ enum Command {
         #[command(subcommand)]
         command: CredsCommand,
     },
+    /// The Docker images of the services: build the local ones (compose/images/), list, remove.
+    Images {
+        #[command(subcommand)]
+        command: images::ImagesCommand,
+    },
     /// Serve the identity server: OIDC issuer + STS gate (started by `up`; not for direct use).
     #[command(hide = true)]
     IdentityServe {
@@ -145,6 +152,13 @@ enum Command {
         /// Also listen on this address (the docker runtime's network gateway), same port.
         #[arg(long)]
         also_bind: Option<std::net::IpAddr>,
+    },
+    /// Restart what stops in a run (started by `up`; not for direct use).
+    #[command(hide = true)]
+    Supervise {
+        /// The supervisor's input file (written by `up`).
+        #[arg(long)]
+        input: PathBuf,
     },
     /// Resolve the default credential chain from the environment and print JSON (used by
     /// `creds check`; not for direct use).
@@ -176,7 +190,7 @@ enum CredsCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
-        /// Only the Rust (aws-config) runs; skip boto3 (which needs the Langflow venv).
+        /// Only the Rust (aws-config) runs; skip boto3.
         #[arg(long)]
         no_python: bool,
     },
@@ -306,6 +320,7 @@ fn gateway_command() -> Result<GatewayCommand> {
         program: std::env::current_exe()?,
         args: vec!["gateway-serve".into()],
         identity_args: vec!["identity-serve".into()],
+        supervisor_args: vec!["supervise".into()],
     })
 }
 
@@ -356,6 +371,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Supervise { input } => {
+            harness::stack::supervisor::run(&input).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Images { command } => {
+            let config = Config::load(&find_root(&workspace_root()))?;
+            return images::run(&config, command).await;
+        }
         Command::CredsProbe => {
             println!(
                 "{}",
@@ -379,7 +402,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         load_stack(cli.runtime.as_deref(), starting)?
     };
     match cli.command {
-        Command::GatewayServe { .. } | Command::IdentityServe { .. } | Command::CredsProbe => {
+        Command::GatewayServe { .. }
+        | Command::IdentityServe { .. }
+        | Command::Supervise { .. }
+        | Command::CredsProbe => {
             unreachable!("handled above")
         }
         Command::Creds {
@@ -401,6 +427,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(exit_code(report.passed()))
         }
         Command::Tenant { command } => tenant(&stack, command).await,
+        Command::Images { .. } => unreachable!("handled above"),
         Command::E2e {
             keep,
             junit,
@@ -581,7 +608,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some(name) => vec![(name.clone(), stack.log_path(&name)?)],
                 None => stack.log_paths()?,
             };
-            print_logs(&logs, follow).await?;
+            print_logs(&stack, &logs, follow).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { volumes, json } => {
@@ -707,15 +734,18 @@ fn print_credentials(issued: &harness::tenancy::IssuedCredentials, json: bool) -
 }
 
 /// Prints log files (prefixed by service name when several), then follows them if asked.
-async fn print_logs(logs: &[(String, PathBuf)], follow: bool) -> Result<()> {
+/// Prints the logs of services `logs` (log files natively, the engine's logs for containers);
+/// with `follow`, keeps printing what is appended.
+async fn print_logs(stack: &Stack, logs: &[(String, PathBuf)], follow: bool) -> Result<()> {
     let prefixed = logs.len() > 1;
     let mut offsets = vec![0u64; logs.len()];
     let mut stdout = std::io::stdout();
     loop {
-        for ((name, path), offset) in logs.iter().zip(offsets.iter_mut()) {
-            let Ok(bytes) = std::fs::read(path) else {
+        for ((name, _), offset) in logs.iter().zip(offsets.iter_mut()) {
+            let Ok(text) = stack.log_text(name) else {
                 continue;
             };
+            let bytes = text.into_bytes();
             if (bytes.len() as u64) < *offset {
                 *offset = 0; // truncated or recreated
             }

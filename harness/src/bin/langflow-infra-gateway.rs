@@ -12,6 +12,17 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("identity") {
         return identity(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("supervise") {
+        return match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--input"), Some(input)) if args.len() == 3 => {
+                run_server(harness::stack::supervisor::run(std::path::Path::new(input)))
+            }
+            _ => {
+                eprintln!("usage: langflow-infra-gateway supervise --input FILE");
+                ExitCode::from(2)
+            }
+        };
+    }
     let (port, routes, tls) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(e) => {

@@ -31,8 +31,8 @@ impl CredsReport {
 }
 
 /// Runs the scenarios against the emulator on `aws_port` and the identity server on
-/// `identity_port` of the run described by `config`. `with_python` adds the boto3 runs (installs
-/// the Langflow venv when missing).
+/// `identity_port` of the run described by `config`. `with_python` adds the boto3 runs (boto3 from
+/// the emulator's small managed venv, installed when missing, so no runtime needs a host Langflow).
 pub async fn run(
     config: &Config,
     aws_port: u16,
@@ -45,9 +45,13 @@ pub async fn run(
     let identities = super::read_identities(config)?;
     let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
     let python = if with_python {
-        let venv = crate::tenancy::migrate::ensure_langflow_venv(config)
-            .await
-            .context("the Python scenarios need the Langflow venv (boto3)")?;
+        let venv = crate::services::aws::venv(config)?;
+        {
+            let (venv, python) = (venv.clone(), config.tools.python.clone());
+            tokio::task::spawn_blocking(move || venv.ensure(&python))
+                .await?
+                .context("the Python scenarios need boto3 (the emulator's venv)")?;
+        }
         Some(venv.bin("python"))
     } else {
         None
@@ -137,7 +141,7 @@ pub fn render_table(report: &CredsReport) -> String {
         out.push_str(&details.join("\n"));
     }
     out.push_str(&format!(
-        "\n{} of {} passed in {:.1} s (rust = aws-config default chain, python = boto3 from the Langflow venv)",
+        "\n{} of {} passed in {:.1} s (rust = aws-config default chain, python = boto3)",
         report.results.len() - report.failed,
         report.results.len(),
         report.elapsed_secs
@@ -192,7 +196,9 @@ pub async fn run_on_stack_or_isolated(
         .tempdir()
         .context("cannot create a temporary state directory")?;
     let config = Config::isolated(&stack.config().root, &dir.path().join("state"))?;
+    let runtime = crate::runtime::for_run(stack.runtime().name(), &config)?;
     let isolated = crate::stack::Stack::new(config)
+        .with_runtime(runtime)
         .infra_only()
         .with_gateway_command(server.clone());
     let up = isolated.up().await?;

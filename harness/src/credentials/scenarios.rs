@@ -1,6 +1,6 @@
 //! The credential scenarios: each prepares what a real deployment or developer machine would
 //! have (environment variables, a token file, CLI `config`/`credentials` files), runs the Rust
-//! probe (aws-config) and the Python probe (boto3, from the Langflow venv) in a clean process
+//! probe (aws-config) and the Python probe (boto3, from a managed venv) in a clean process
 //! environment, and compares the provider that won and the `GetCallerIdentity` ARN with what is
 //! expected. Denials are explained: which trust-policy or token condition failed.
 
@@ -42,7 +42,7 @@ pub struct ScenarioEnv {
     pub region: String,
     /// The Rust probe.
     pub rust_probe: ProbeCommand,
-    /// Python interpreter with boto3 (the Langflow venv's); `None` skips the Python runs.
+    /// Python interpreter with boto3 (a managed venv's); `None` skips the Python runs.
     pub python: Option<PathBuf>,
     /// Scratch directory (token, config files per scenario).
     pub work_dir: PathBuf,
@@ -54,7 +54,7 @@ pub struct ScenarioEnv {
 pub enum Sdk {
     /// aws-config (Rust).
     Rust,
-    /// boto3 (Python, the Langflow venv).
+    /// boto3 (Python).
     Python,
 }
 

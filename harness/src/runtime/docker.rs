@@ -726,20 +726,8 @@ impl Runtime for DockerRuntime {
     }
 }
 
+/// Engine access and image resolution (see `crate::docker`).
 mod engine {
-    use anyhow::Result;
-    pub async fn connect() -> Result<bollard::Docker> {
-        let docker = bollard::Docker::connect_with_defaults()?
-            .negotiate_version()
-            .await?;
-        docker.ping().await?;
-        Ok(docker)
-    }
-    pub async fn resolve(
-        _d: &bollard::Docker,
-        _c: &crate::config::Config,
-        s: &str,
-    ) -> Result<String> {
-        Ok(format!("langflow-infra/{s}:x"))
-    }
+    pub use crate::docker::connect;
+    pub use crate::docker::images::resolve;
 }

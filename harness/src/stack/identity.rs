@@ -24,6 +24,7 @@ impl Stack {
         &self,
         state: &Arc<Mutex<RunState>>,
         aws_port: u16,
+        port: Option<u16>,
     ) -> Result<(String, f64)> {
         let step = Step::start(credentials::IDENTITY_SERVICE);
         let result: Result<(String, f64)> = async {
@@ -37,7 +38,7 @@ impl Stack {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             // Created here, before the server starts, so both agree on it.
             let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
-            let port = net::resolve_port("identity", config.ports.identity)?;
+            let port = net::resolve_port("identity", port.unwrap_or(config.ports.identity))?;
             let mut args = command.identity_args.clone();
             args.extend([
                 "--port".to_string(),
@@ -85,6 +86,8 @@ impl Stack {
                         ca_file: None,
                     },
                     tier: 0,
+                    restarts: 0,
+                    last_exit: None,
                 },
             )?;
             step.set_message(format!("waiting for {url}/health"));
@@ -101,16 +104,7 @@ impl Stack {
             .await
             .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
             step.set_message("provisioning the OIDC provider and roles");
-            let sdk = aws::sdk_config(aws_port, &config.aws.region).await;
-            let identities = iam_setup::provision(
-                &sdk,
-                &config.root.join("iam"),
-                &config.aws.account_id,
-                &key.issuer_url(port),
-                &config.aws.tenant_bucket,
-            )
-            .await?;
-            crate::state::write_json_0600(&dir.join(credentials::IDENTITIES_FILE), &identities)?;
+            self.provision_identities(aws_port, port).await?;
             Ok((
                 credentials::IDENTITY_SERVICE.to_string(),
                 t0.elapsed().as_secs_f64(),
@@ -119,5 +113,28 @@ impl Stack {
         .await;
         finish_step(step, &result);
         result
+    }
+
+    /// Provisions (again: the emulator keeps IAM in memory) the OIDC provider of the identity
+    /// server on `identity_port`, the roles and the developer user in the emulator on `aws_port`,
+    /// and writes `identities.json` (0600).
+    pub(super) async fn provision_identities(
+        &self,
+        aws_port: u16,
+        identity_port: u16,
+    ) -> Result<()> {
+        let config = &self.config;
+        let dir = credentials::identity_dir(config);
+        let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
+        let sdk = aws::sdk_config(aws_port, &config.aws.region).await;
+        let identities = iam_setup::provision(
+            &sdk,
+            &config.root.join("iam"),
+            &config.aws.account_id,
+            &key.issuer_url(identity_port),
+            &config.aws.tenant_bucket,
+        )
+        .await?;
+        crate::state::write_json_0600(&dir.join(credentials::IDENTITIES_FILE), &identities)
     }
 }

@@ -8,6 +8,8 @@
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
 mod identity;
+mod repair;
+pub mod supervisor;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};
@@ -64,8 +66,13 @@ pub struct ServiceStatus {
     pub state: ServiceState,
     /// Why it is not healthy (probe error, last log line).
     pub detail: Option<String>,
-    /// Resident memory of the service's process group, in bytes.
+    /// Resident memory of the service's process group (a container: its memory usage), bytes.
     pub rss_bytes: Option<u64>,
+    /// How often the harness restarted it.
+    pub restarts: u32,
+    /// Why it stopped the last time it was restarted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
     /// Log file.
     pub log: PathBuf,
 }
@@ -103,6 +110,8 @@ pub enum UpOutcome {
     Started,
     /// Everything was already running; nothing was started.
     AlreadyRunning,
+    /// Some services were down: only those were started again.
+    Repaired,
 }
 
 /// Result of `up`.
@@ -112,6 +121,8 @@ pub struct UpReport {
     pub outcome: UpOutcome,
     /// Services of a previous run found dead and cleaned up before starting.
     pub cleaned_stale: Vec<String>,
+    /// Services that were down and were started again (the others were left running).
+    pub repaired: Vec<String>,
     /// Seconds until each started service was ready.
     pub ready_secs: Vec<(String, f64)>,
     /// Wall time of the whole `up`.
@@ -298,6 +309,7 @@ impl Stack {
                 return Ok(UpReport {
                     outcome: UpOutcome::AlreadyRunning,
                     cleaned_stale,
+                    repaired: Vec::new(),
                     ready_secs: Vec::new(),
                     elapsed_secs: started.elapsed().as_secs_f64(),
                     status,
@@ -305,12 +317,32 @@ impl Stack {
                     tenants: self.tenant_endpoints().await?,
                 });
             }
-            cleaned_stale = status
+            let crashed: Vec<String> = status
                 .services
                 .iter()
                 .filter(|s| s.state == ServiceState::Crashed)
                 .map(|s| s.name.clone())
                 .collect();
+            if previous.runtime == self.runtime.name() {
+                let repaired = tokio::select! {
+                    result = self.repair(previous.clone(), &crashed) => result,
+                    _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C) while repairing")),
+                };
+                let state = self.files.read_state()?.unwrap_or(previous);
+                let ready_secs = repaired?;
+                return Ok(UpReport {
+                    outcome: UpOutcome::Repaired,
+                    cleaned_stale,
+                    repaired: crashed,
+                    ready_secs,
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                    status: self.status_of(&state).await,
+                    provisioned: Provisioned::default(),
+                    tenants: self.tenant_endpoints().await?,
+                });
+            }
+            // Recorded by another runtime: start afresh.
+            cleaned_stale = crashed;
             self.stop_recorded(&previous);
             self.files.remove_state()?;
         }
@@ -337,6 +369,7 @@ impl Stack {
                 Ok(UpReport {
                     outcome: UpOutcome::Started,
                     cleaned_stale,
+                    repaired: Vec::new(),
                     ready_secs,
                     elapsed_secs: started.elapsed().as_secs_f64(),
                     status,
@@ -366,17 +399,21 @@ impl Stack {
         let mut provisioned = self.provision_tenants(state).await?;
         ready.extend(self.start_tenant_tiers(state).await?);
         provisioned.credentials = self.provision_users(state).await?;
+        ready.push(self.start_supervisor(state).await?);
         Ok((ready, provisioned))
     }
 
     async fn start_infra(&self, state: &Arc<Mutex<RunState>>) -> Result<Vec<(String, f64)>> {
         self.files.ensure_dir()?;
-        let (pg, aws) = tokio::try_join!(self.start_postgres(state), self.start_aws(state))?;
+        let (pg, aws) = tokio::try_join!(
+            self.start_postgres(state, None),
+            self.start_aws(state, None)
+        )?;
         let mut ready = vec![pg, aws];
         // The identity server is a harness server process: it runs whenever the stack knows how
         // to start those (the CLI always does).
         if self.gateway_command.is_some() {
-            ready.push(self.start_identity(state, aws_port(state)?).await?);
+            ready.push(self.start_identity(state, aws_port(state)?, None).await?);
         }
         Ok(ready)
     }
@@ -427,13 +464,18 @@ impl Stack {
         move || runtime.liveness(&process) == Liveness::Running
     }
 
-    async fn start_postgres(&self, state: &Arc<Mutex<RunState>>) -> Result<(String, f64)> {
+    /// Starts Postgres on `port` (a repair reuses the recorded one) or the configured port.
+    async fn start_postgres(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        port: Option<u16>,
+    ) -> Result<(String, f64)> {
         let step = Step::start("postgres");
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
             let config = &self.config;
             let placement = self.runtime.placement();
-            let port = placement.host_port("postgres", config.ports.postgres)?;
+            let port = placement.host_port("postgres", port.unwrap_or(config.ports.postgres))?;
             let mut secrets = self.files.read_secrets()?;
             step.set_message("preparing the cluster");
             let (password, spec) =
@@ -458,6 +500,8 @@ impl Stack {
                     log: spec.log.clone(),
                     probe: Probe::Postgres,
                     tier: 0,
+                    restarts: 0,
+                    last_exit: None,
                 },
             )?;
             step.set_message(format!("waiting for 127.0.0.1:{port}"));
@@ -477,10 +521,15 @@ impl Stack {
         result
     }
 
-    async fn start_aws(&self, state: &Arc<Mutex<RunState>>) -> Result<(String, f64)> {
+    /// Starts the emulator on `port` (a repair reuses the recorded one) or the configured port.
+    async fn start_aws(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        port: Option<u16>,
+    ) -> Result<(String, f64)> {
         let config = &self.config;
         let placement = self.runtime.placement();
-        let port = placement.host_port("aws", config.ports.aws)?;
+        let port = placement.host_port("aws", port.unwrap_or(config.ports.aws))?;
         let spec = aws::server_spec(config, &placement, port).await?;
         let step = Step::start("aws emulator");
         let result: Result<(String, f64)> = async {
@@ -500,6 +549,8 @@ impl Stack {
                         ca_file: None,
                     },
                     tier: 0,
+                    restarts: 0,
+                    last_exit: None,
                 },
             )?;
             step.set_message(format!("waiting for {url}"));
@@ -550,6 +601,14 @@ impl Stack {
                     (ServiceState::Crashed, Some(detail))
                 } else {
                     match probe(record, password.as_deref(), &self.config.postgres.database).await {
+                        Ok(()) if record.restarts > 0 => (
+                            ServiceState::Healthy,
+                            Some(format!(
+                                "restarted {}× (last stop: {})",
+                                record.restarts,
+                                record.last_exit.as_deref().unwrap_or("unknown")
+                            )),
+                        ),
                         Ok(()) => (ServiceState::Healthy, None),
                         Err(e) => (ServiceState::Unhealthy, Some(format!("{e:#}"))),
                     }
@@ -564,6 +623,8 @@ impl Stack {
                     state,
                     detail,
                     rss_bytes: self.runtime.rss_bytes(&record.process),
+                    restarts: record.restarts,
+                    last_exit: record.last_exit.clone(),
                     log: record.log.clone(),
                 }
             }
@@ -651,6 +712,17 @@ impl Stack {
         Ok(state.services[name].log.clone())
     }
 
+    /// The log of service `name` so far: its log file, or the engine's log of its container.
+    pub fn log_text(&self, name: &str) -> Result<String> {
+        let state = self
+            .files
+            .read_state()?
+            .ok_or_else(|| anyhow!("nothing is running; start the stack with `cargo xtask up`"))?;
+        crate::services::check_service_name(name, state.services.keys().map(String::as_str))?;
+        let record = &state.services[name];
+        self.runtime.read_log(&record.process, &record.log)
+    }
+
     /// Log files of every service of the current run, in start order.
     pub fn log_paths(&self) -> Result<Vec<(String, PathBuf)>> {
         let state = self
@@ -699,6 +771,7 @@ async fn probe(record: &ServiceRecord, password: Option<&str>, database: &str) -
             let password = password.context("no Postgres password in secrets.json")?;
             postgres::probe(record.port, password, database).await
         }
+        Probe::Alive => Ok(()),
         Probe::Http { url, ca_file } => {
             let mut client = reqwest::Client::builder();
             if let Some(ca_file) = ca_file {

@@ -22,7 +22,7 @@ use crate::runtime::{ProcessSpec, StopSignal};
 use crate::services::langflow;
 use crate::state::{Probe, RunState, ServiceRecord};
 use crate::tenancy::fixture::TenantsFixture;
-use crate::tenancy::{migrate, IssuedCredentials, Tenancy, TenantSchema, OPERATOR_USERNAME};
+use crate::tenancy::{IssuedCredentials, Tenancy, TenantSchema, OPERATOR_USERNAME};
 
 /// Service name of the gateway in the state file.
 pub const GATEWAY_SERVICE: &str = "gateway";
@@ -39,7 +39,7 @@ pub const INSTANCE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// How to start the harness's own server processes: one program, with leading arguments for the
 /// gateway (then `--port P --routes FILE`) and for the identity server (then `--port P --dir D
 /// --aws-port A --region R`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GatewayCommand {
     /// Executable.
     pub program: PathBuf,
@@ -47,6 +47,8 @@ pub struct GatewayCommand {
     pub args: Vec<String>,
     /// Identity server: arguments before `--port`.
     pub identity_args: Vec<String>,
+    /// Supervisor: arguments before `--input FILE`.
+    pub supervisor_args: Vec<String>,
 }
 
 impl GatewayCommand {
@@ -56,6 +58,7 @@ impl GatewayCommand {
             program: program.into(),
             args: Vec::new(),
             identity_args: vec!["identity".into()],
+            supervisor_args: vec!["supervise".into()],
         }
     }
 }
@@ -91,7 +94,7 @@ impl Stack {
     }
 
     /// tenantmgr over this run's Postgres, for use while the state lock is held.
-    fn tenancy_in_run(&self, state: &RunState) -> Result<Tenancy> {
+    pub(super) fn tenancy_in_run(&self, state: &RunState) -> Result<Tenancy> {
         let postgres = state
             .services
             .get("postgres")
@@ -124,7 +127,8 @@ impl Stack {
             .filter(|p| !existing.iter().any(|s| s.prefix == *p))
             .collect();
         if !missing.is_empty() {
-            migrate::ensure_langflow_venv(&self.config).await?;
+            // Installs the venv once up front (natively) rather than in each parallel migration.
+            langflow::Launcher::prepare(&self.config, self.runtime.placement()).await?;
         }
         let created =
             futures::future::try_join_all(missing.iter().map(|p| tenancy.schema_add(p))).await?;
@@ -217,7 +221,7 @@ impl Stack {
         Ok(ready)
     }
 
-    async fn start_gateway(
+    pub(super) async fn start_gateway(
         &self,
         state: &Arc<Mutex<RunState>>,
         port: u16,
@@ -280,6 +284,8 @@ impl Stack {
                     ca_file,
                 },
                 tier: GATEWAY_TIER,
+                restarts: 0,
+                last_exit: None,
             };
             self.record(state, GATEWAY_SERVICE, record.clone())?;
             step.set_message(format!("waiting for {url}/health"));
@@ -325,7 +331,7 @@ impl Stack {
         }))
     }
 
-    async fn start_instance(
+    pub(super) async fn start_instance(
         &self,
         state: &Arc<Mutex<RunState>>,
         tenancy: &Tenancy,
@@ -382,6 +388,8 @@ impl Stack {
                         ca_file: None,
                     },
                     tier: INSTANCE_TIER,
+                    restarts: 0,
+                    last_exit: None,
                 },
             )?;
             step.set_message(format!("waiting for /health_check on 127.0.0.1:{port}"));
