@@ -103,3 +103,45 @@ fn unknown_fault_and_missing_credentials_are_rejected_by_the_parser() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--credentials"));
 }
+
+#[test]
+fn docker_runtime_without_an_engine_is_one_line_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["up", "--infra-only", "--runtime", "docker"])
+        .env("LANGFLOW_INFRA_STATE_DIR", &state)
+        .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", dir.path().display()))
+        .output()
+        .expect("xtask runs");
+    assert_one_line_error(&output, "DOCKER_HOST=unix://");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("start the engine"), "{stderr}");
+    assert!(!state.exists(), "a failed docker up created state");
+}
+
+#[test]
+fn auto_runtime_without_an_engine_says_so_and_runs_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("LANGFLOW_INFRA_STATE_DIR", &state)
+            .env("LANGFLOW_INFRA_RUNTIME", "auto")
+            .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", dir.path().display()))
+            .output()
+            .expect("xtask runs")
+    };
+    let up = run(&["up", "--infra-only", "--json"]);
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    let down = run(&["down", "--volumes"]);
+    assert!(up.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("runtime auto: using native") && stderr.contains("DOCKER_HOST"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    assert_eq!(report["status"]["runtime"], "native");
+    assert!(down.status.success());
+}

@@ -74,9 +74,17 @@ impl Executor {
         runtime.spawn(async move {
             let _ = tx.send(engine::connect().await);
         });
-        let docker = rx
-            .recv()
-            .map_err(|_| anyhow!("docker executor stopped"))??;
+        let docker = match rx.recv() {
+            Ok(Ok(docker)) => docker,
+            failed => {
+                // Dropping a runtime inside an async context panics; let it wind down instead.
+                runtime.shutdown_background();
+                return Err(match failed {
+                    Ok(Err(e)) => e,
+                    _ => anyhow!("docker executor stopped"),
+                });
+            }
+        };
         Ok(Self {
             runtime: Some(runtime),
             docker,
