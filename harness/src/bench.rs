@@ -73,7 +73,24 @@ fn tenants_yaml(prefixes: &[&str]) -> String {
 
 /// Provisions a stack with `prefixes` (cold), stops it, then times `runs` warm `up`s; returns the
 /// fastest wall time and the RSS of each instance from the last run.
+/// Docker `up` with 2 tenants at most this many times the native one (warm).
+pub const MAX_DOCKER_UP_RATIO: f64 = 1.15;
+/// Per-tenant memory in a container (engine stats) at most this many times the native RSS.
+pub const MAX_DOCKER_MEMORY_RATIO: f64 = 1.1;
+
 async fn warm_up(
+    root: &Path,
+    gateway: &GatewayCommand,
+    prefixes: &[&str],
+    runs: usize,
+) -> Result<(f64, Vec<(String, u64)>)> {
+    warm_up_on("native", root, gateway, prefixes, runs).await
+}
+
+/// Provisions `prefixes` on the runtime `runtime` once, then times `runs` warm `up`s (the fastest
+/// is kept) and reads each instance's memory (native RSS / container usage) after the last.
+async fn warm_up_on(
+    runtime: &str,
     root: &Path,
     gateway: &GatewayCommand,
     prefixes: &[&str],
@@ -84,7 +101,10 @@ async fn warm_up(
         .tempdir()
         .context("cannot create a temp dir")?;
     let config = Config::isolated_with_tenants(root, dir.path(), &tenants_yaml(prefixes))?;
-    let stack = Stack::new(config).with_gateway_command(gateway.clone());
+    let kind = runtime;
+    let stack = Stack::new(config.clone())
+        .with_runtime(crate::runtime::for_run(kind, &config)?)
+        .with_gateway_command(gateway.clone());
     let result = async {
         crate::progress::println(format!("bench: provisioning {}", prefixes.join(", ")));
         stack.up().await?;
@@ -93,7 +113,7 @@ async fn warm_up(
         let mut rss = Vec::new();
         for run in 1..=runs {
             crate::progress::println(format!(
-                "bench: warm up with {} tenant(s), run {run}/{runs}",
+                "bench: {kind}: warm up with {} tenant(s), run {run}/{runs}",
                 prefixes.len()
             ));
             let started = Instant::now();
@@ -136,6 +156,53 @@ pub async fn tenancy(root: &Path, gateway: &GatewayCommand, runs: usize) -> Resu
             bytes as f64 / 1_048_576.0,
             "MB",
             Some(MAX_INSTANCE_RSS_MB),
+        ));
+    }
+    Ok(BenchReport { measurements })
+}
+
+/// Docker against native in one run: warm `up` of 2 tenants on each (ratio ≤
+/// [`MAX_DOCKER_UP_RATIO`]) and each instance's memory, engine stats against native RSS (ratio ≤
+/// [`MAX_DOCKER_MEMORY_RATIO`]).
+pub async fn runtimes(root: &Path, gateway: &GatewayCommand, runs: usize) -> Result<BenchReport> {
+    let runs = runs.max(1);
+    let tenants = ["acme", "widgetco"];
+    let (native, native_memory) = warm_up_on("native", root, gateway, &tenants, runs).await?;
+    let (docker, docker_memory) = warm_up_on("docker", root, gateway, &tenants, runs).await?;
+    let mut measurements = vec![
+        Measurement::new("warm up, 2 tenants, native", native, "s", None),
+        Measurement::new("warm up, 2 tenants, docker", docker, "s", None),
+        Measurement::new(
+            "ratio docker / native (warm up)",
+            docker / native,
+            "x",
+            Some(MAX_DOCKER_UP_RATIO),
+        ),
+    ];
+    for (name, native_bytes) in &native_memory {
+        let docker_bytes = docker_memory
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| *b)
+            .unwrap_or(0);
+        let mb = |b: u64| b as f64 / 1_048_576.0;
+        measurements.push(Measurement::new(
+            format!("memory {name}, native RSS"),
+            mb(*native_bytes),
+            "MB",
+            None,
+        ));
+        measurements.push(Measurement::new(
+            format!("memory {name}, docker (engine stats)"),
+            mb(docker_bytes),
+            "MB",
+            None,
+        ));
+        measurements.push(Measurement::new(
+            format!("ratio docker / native memory {name}"),
+            docker_bytes as f64 / (*native_bytes).max(1) as f64,
+            "x",
+            Some(MAX_DOCKER_MEMORY_RATIO),
         ));
     }
     Ok(BenchReport { measurements })

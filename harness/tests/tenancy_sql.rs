@@ -29,9 +29,24 @@ async fn throwaway_postgres(config: &Config) -> (ContainerAsync<Postgres>, u16) 
     let docker = harness::docker::connect()
         .await
         .expect("these tests need the Docker engine (`.ci/run` has one)");
+    // The test gets its image itself: the public one, or the harness's build (made once per
+    // test binary when missing, as `cargo xtask images build --only postgres` would).
+    static BUILT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    if harness::docker::images::resolve(&docker, config, "postgres")
+        .await
+        .is_err()
+    {
+        BUILT
+            .get_or_init(|| async {
+                harness::docker::images::build(&docker, config, &["postgres"], false, false)
+                    .await
+                    .expect("build the Postgres image");
+            })
+            .await;
+    }
     let image = harness::docker::images::resolve(&docker, config, "postgres")
         .await
-        .expect("a Postgres image (`cargo xtask images build --only postgres`)");
+        .expect("a Postgres image");
     let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
     let container = Postgres::default()
         .with_password(PASSWORD)
@@ -92,7 +107,10 @@ async fn hostile_names_are_refused_before_any_sql_and_create_nothing() {
         let err = format!("{:#}", tenancy.user_list(schema).await.unwrap_err());
         assert!(err.contains("invalid schema id"), "{schema:?}: {err}");
     }
-    let err = format!("{:#}", tenancy.user_list("nosuch-abcdef").await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        tenancy.user_list("nosuch-abcdef").await.unwrap_err()
+    );
     assert!(err.contains("unknown schema nosuch-abcdef"), "{err}");
     let err = format!(
         "{:#}",
@@ -116,7 +134,10 @@ async fn hostile_names_are_refused_before_any_sql_and_create_nothing() {
         .get(0);
     assert_eq!(roles, 0);
     let public: i64 = admin
-        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'public'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'public'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

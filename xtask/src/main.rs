@@ -109,7 +109,8 @@ enum Command {
     /// Check the CloudFormation templates: parsing, cfn-lint, cross-stack wiring, parameter files
     /// (exit 1 on any error-level finding).
     Validate {
-        /// Folder holding the *.cfn.yaml templates and params/*.json.
+        /// Folder holding the templates (*.cfn.yaml, or any *.yaml/*.yml/*.json with a top-level
+        /// Resources key) and params/*.json.
         #[arg(long, default_value = "aws")]
         dir: PathBuf,
         /// Output format.
@@ -118,6 +119,10 @@ enum Command {
         /// Skip cfn-lint (parsing, wiring and parameter checks only).
         #[arg(long)]
         no_lint: bool,
+        /// Also evaluate this cfn-guard rule pack (a folder searched for *.guard / *.ruleset, or
+        /// one file), like the project's rules/; repeatable.
+        #[arg(long = "rules", value_name = "DIR")]
+        extra_rules: Vec<PathBuf>,
         /// Also deploy vpc → rds → ecr → fargate into the emulator's CloudFormation with this
         /// stage's parameter files, report status and outputs, then delete them.
         #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev")]
@@ -481,6 +486,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             format,
             no_lint,
+            extra_rules,
             rehearse,
         } => {
             let dir = if dir.is_relative() {
@@ -492,6 +498,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 dir,
                 lint: !no_lint,
                 rules: stack.config().root.join("rules"),
+                extra_rules: extra_rules
+                    .into_iter()
+                    .map(|r| stack.config().root.join(r))
+                    .collect(),
             };
             let report = harness::validate::run(stack.config(), &options).await?;
             let rehearsal = match &rehearse {
@@ -527,8 +537,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(exit_code(report.errors() == 0 && rehearsal_ok))
         }
         Command::Bench { runs, json } => {
-            let report =
-                harness::bench::tenancy(&stack.config().root, &gateway_command()?, runs).await?;
+            let (root, servers) = (&stack.config().root, gateway_command()?);
+            // `--runtime docker` compares the runtimes; otherwise the tenancy targets (native).
+            let report = if cli.runtime.as_deref() == Some("docker") {
+                harness::bench::runtimes(root, &servers, runs).await?
+            } else {
+                harness::bench::tenancy(root, &servers, runs).await?
+            };
             if json {
                 print_json(&report)?;
             } else {
