@@ -590,8 +590,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if foreground {
-                eprintln!("running in the foreground; Ctrl-C stops everything");
-                tokio::signal::ctrl_c().await?;
+                eprintln!("running in the foreground; Ctrl-C (or SIGTERM) stops everything");
+                harness::stack::interrupted().await;
                 let report = stack.down(false)?;
                 eprintln!("{}", report::down_summary(&report));
             }

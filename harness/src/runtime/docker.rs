@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -51,7 +51,9 @@ pub struct DockerRuntime {
     exec: Executor,
     config: Config,
     marker: String,
-    network_gateway: OnceLock<IpAddr>,
+    /// The run network's gateway address, once the network is known to exist (cleared by
+    /// `sweep`, which removes the network).
+    network_gateway: Mutex<Option<IpAddr>>,
     images: Mutex<BTreeMap<String, String>>,
 }
 
@@ -162,7 +164,7 @@ impl DockerRuntime {
             exec: Executor::new()?,
             config: config.clone(),
             marker: marker.to_string(),
-            network_gateway: OnceLock::new(),
+            network_gateway: Mutex::new(None),
             images: Mutex::new(BTreeMap::new()),
         })
     }
@@ -197,8 +199,8 @@ impl DockerRuntime {
     /// the host's address on that network, where the harness's host servers listen for
     /// containers.
     fn ensure_network(&self) -> Result<IpAddr> {
-        if let Some(ip) = self.network_gateway.get() {
-            return Ok(*ip);
+        if let Some(ip) = *self.network_gateway.lock().expect("network") {
+            return Ok(ip);
         }
         let name = network_name(&self.marker);
         let marker = self.marker.clone();
@@ -241,7 +243,7 @@ impl DockerRuntime {
                 .parse::<IpAddr>()
                 .with_context(|| format!("network {name}: gateway {gateway:?} is not an address"))
         })?;
-        let _ = self.network_gateway.set(ip);
+        *self.network_gateway.lock().expect("network") = Some(ip);
         Ok(ip)
     }
 
@@ -673,6 +675,10 @@ impl Runtime for DockerRuntime {
     }
 
     fn sweep(&self, run_marker: &str, grace: Duration) -> usize {
+        if run_marker == self.marker {
+            // The network goes with the sweep: the next start creates it again.
+            *self.network_gateway.lock().expect("network") = None;
+        }
         let filter = run_filter(run_marker);
         let network = network_name(run_marker);
         let secs = grace.as_secs().max(1) as i32;

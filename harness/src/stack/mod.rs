@@ -326,7 +326,7 @@ impl Stack {
             if previous.runtime == self.runtime.name() {
                 let repaired = tokio::select! {
                     result = self.repair(previous.clone(), &crashed) => result,
-                    _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C) while repairing")),
+                    signal = interrupted() => Err(anyhow!("interrupted ({signal}) while repairing")),
                 };
                 let state = self.files.read_state()?.unwrap_or(previous);
                 let ready_secs = repaired?;
@@ -360,7 +360,7 @@ impl Stack {
         }));
         let outcome = tokio::select! {
             result = self.start_all(&state) => result,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C); stopped everything this `up` started")),
+            signal = interrupted() => Err(anyhow!("interrupted ({signal}); stopped everything this `up` started")),
         };
         match outcome {
             Ok((ready_secs, provisioned)) => {
@@ -739,6 +739,22 @@ impl Stack {
             .into_iter()
             .map(|(_, _, name, log)| (name, log))
             .collect())
+    }
+}
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM (a CI runner or
+/// `kill`); names which one. `up` then stops everything it started, so neither leaves orphans.
+pub async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
