@@ -249,7 +249,7 @@ pub fn validate_table(report: &crate::validate::ValidateReport) -> String {
         .map(|(part, secs)| format!("{part} {secs:.2}s"))
         .collect();
     format!(
-        "{}{} templates, {} parameter files: {} errors, {} warnings, {} info ({})",
+        "{}{} templates, {} parameter files{}: {} errors, {} warnings, {} info ({})",
         if report.findings.is_empty() {
             String::new()
         } else {
@@ -257,6 +257,14 @@ pub fn validate_table(report: &crate::validate::ValidateReport) -> String {
         },
         report.templates.len(),
         report.parameter_files.len(),
+        if report.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} YAML/JSON files skipped: not CloudFormation)",
+                report.skipped.len()
+            )
+        },
         count(Severity::Error),
         count(Severity::Warning),
         count(Severity::Info),

@@ -21,6 +21,7 @@ async fn findings(case: &str, lint: bool) -> Vec<String> {
         dir: root.join("fixtures/cfn").join(case),
         lint,
         rules: root.join("rules"),
+        extra_rules: Vec::new(),
     };
     let report = run(&config, &options).await.unwrap();
     report
@@ -43,6 +44,7 @@ async fn project_templates_pass_clean_with_cfn_lint() {
         dir: root.join("aws"),
         lint: true,
         rules: root.join("rules"),
+        extra_rules: Vec::new(),
     };
     let report = run(&config, &options).await.unwrap();
     assert_eq!(report.templates.len(), 4, "{:?}", report.templates);
@@ -116,6 +118,7 @@ async fn missing_directory_is_a_clear_error() {
         dir: repo_root().join("no-such-dir"),
         lint: false,
         rules: repo_root().join("rules"),
+        extra_rules: Vec::new(),
     };
     let err = run(&config, &options).await.unwrap_err().to_string();
     assert!(err.contains("is not a directory"), "{err}");
@@ -133,9 +136,9 @@ fn guard_findings(rule: &str) -> Vec<String> {
         .map(|e| e.unwrap().path())
         .filter_map(|p| params::load(&p, &p.display().to_string()).ok())
         .collect();
-    let rules = guard::load_rules(&root.join("rules")).unwrap();
+    let (rules, problems) = guard::load_rules(&root.join("rules"), &|p| p.display().to_string());
+    assert!(problems.is_empty(), "{problems:#?}");
     guard::check(&[loaded], &param_files, &rules)
-        .unwrap()
         .iter()
         .map(|f| format!("{} {} {}", f.rule, f.line, f.message))
         .collect()
@@ -234,6 +237,7 @@ async fn sarif_and_junit_carry_the_findings() {
         dir: root.join("fixtures/cfn/dangling-import"),
         lint: false,
         rules: root.join("rules"),
+        extra_rules: Vec::new(),
     };
     let report = run(&config, &options).await.unwrap();
     let sarif: serde_json::Value =

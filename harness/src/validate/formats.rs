@@ -53,8 +53,17 @@ pub fn sarif(report: &ValidateReport) -> String {
     serde_json::to_string_pretty(&document).expect("SARIF serialises")
 }
 
+/// XML text: markup escaped, and characters XML 1.0 cannot carry (controls from hostile input
+/// quoted in a message) replaced, so the document always parses.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect::<String>()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")

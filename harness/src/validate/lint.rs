@@ -2,11 +2,14 @@
 //! mapped onto the report's findings. Its ~6 s start-up dominates `validate`, so its JSON is
 //! cached under the cache dir, keyed by the cfn-lint version and the exact bytes (and paths) of
 //! every template and any `.cfnlintrc`: an unchanged set of templates is never linted twice.
+//! cfn-lint that cannot run (install, crash, timeout, unreadable output) yields an error finding
+//! per template it did not check, never an aborted report.
 
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::template::Template;
@@ -24,17 +27,73 @@ pub fn venv(config: &Config) -> Venv {
     )
 }
 
-/// Runs cfn-lint on `templates` (one process for all of them).
-pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Result<Vec<Finding>> {
+/// Longest one cfn-lint run may take; it is killed after that.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why cfn-lint gave no result.
+enum Failure {
+    /// cfn-lint could not be installed or started: no template can be linted.
+    Setup(String),
+    /// cfn-lint ran and crashed, timed out or printed something unreadable.
+    Run(String),
+}
+
+/// Runs cfn-lint on `templates` (one process for all of them). Never fails: when cfn-lint cannot
+/// run, each template gets an error finding saying why; when a run over several templates
+/// crashes, each template is linted alone so the others still get their findings.
+pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Vec<Finding> {
     if templates.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let key = cache_key(config, templates, base)?;
-    let cache_file = config
-        .cache_dir
-        .join("cfn-lint-results")
-        .join(format!("{key}.json"));
-    if let Ok(cached) = std::fs::read(&cache_file) {
+    match run_batch(config, templates, base).await {
+        Ok(found) => found,
+        Err(Failure::Setup(why)) => templates.iter().map(|t| not_run(t, &why)).collect(),
+        Err(Failure::Run(why)) if templates.len() == 1 => vec![not_run(&templates[0], &why)],
+        Err(Failure::Run(_)) => {
+            let mut found = Vec::new();
+            for template in templates {
+                match run_batch(config, std::slice::from_ref(template), base).await {
+                    Ok(more) => found.extend(more),
+                    Err(Failure::Setup(why) | Failure::Run(why)) => {
+                        found.push(not_run(template, &why))
+                    }
+                }
+            }
+            found
+        }
+    }
+}
+
+/// The finding for a template cfn-lint could not check.
+fn not_run(template: &Template, why: &str) -> Finding {
+    Finding {
+        check: "cfn-lint".into(),
+        rule: "could-not-run".into(),
+        severity: Severity::Error,
+        file: template.display.clone(),
+        line: 1,
+        resource: None,
+        path: None,
+        message: format!("cfn-lint could not check this template: {why}"),
+        fix: Some(
+            "a check that cannot evaluate is not a pass: fix what cfn-lint stops at, or run with --no-lint to skip it".into(),
+        ),
+    }
+}
+
+async fn run_batch(
+    config: &Config,
+    templates: &[Template],
+    base: &Path,
+) -> Result<Vec<Finding>, Failure> {
+    // A template that cannot be hashed is linted without the cache.
+    let cache_file = cache_key(config, templates, base).ok().map(|key| {
+        config
+            .cache_dir
+            .join("cfn-lint-results")
+            .join(format!("{key}.json"))
+    });
+    if let Some(cached) = cache_file.as_ref().and_then(|f| std::fs::read(f).ok()) {
         if let Ok(items) = serde_json::from_slice::<Vec<Value>>(&cached) {
             return Ok(findings(&items, templates));
         }
@@ -42,31 +101,47 @@ pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Result
     let venv = venv(config);
     {
         let (venv, python) = (venv.clone(), config.tools.python.clone());
-        tokio::task::spawn_blocking(move || venv.ensure(&python)).await??;
+        tokio::task::spawn_blocking(move || venv.ensure(&python))
+            .await
+            .map_err(|e| Failure::Setup(format!("installing cfn-lint stopped: {e}")))?
+            .map_err(|e| Failure::Setup(format!("cannot install cfn-lint: {e:#}")))?;
     }
-    let output = tokio::process::Command::new(venv.bin("cfn-lint"))
+    let run = tokio::process::Command::new(venv.bin("cfn-lint"))
         .arg("--format")
         .arg("json")
         .args(templates.iter().map(|t| &t.path))
         .current_dir(base)
         .stdin(Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(TIMEOUT, run)
         .await
-        .context("cannot run cfn-lint")?;
+        .map_err(|_| Failure::Run(format!("no result within {} s", TIMEOUT.as_secs())))?
+        .map_err(|e| Failure::Setup(format!("cannot run cfn-lint: {e}")))?;
     // The exit code is a bitmask of finding levels (2 error, 4 warning, 8 info); 1 is a crash.
     if output.status.code() == Some(1) || output.stdout.is_empty() && !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!(
+        return Err(Failure::Run(format!(
             "cfn-lint failed: {}",
-            stderr.lines().last().unwrap_or("(no output)")
-        );
+            stderr
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("(no output)")
+        )));
     }
-    let items: Vec<Value> = serde_json::from_slice(&output.stdout)
-        .context("cfn-lint printed something other than JSON")?;
+    let items: Vec<Value> = serde_json::from_slice(&output.stdout).map_err(|e| {
+        Failure::Run(format!(
+            "cfn-lint printed something other than JSON ({e}): {:.120}",
+            String::from_utf8_lossy(&output.stdout).trim()
+        ))
+    })?;
     // A cache that cannot be written only costs speed.
-    if let Some(dir) = cache_file.parent() {
-        if std::fs::create_dir_all(dir).is_ok() {
-            let _ = crate::state::write_private(&cache_file, &output.stdout);
+    if let Some(file) = &cache_file {
+        if file
+            .parent()
+            .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        {
+            let _ = crate::state::write_private(file, &output.stdout);
         }
     }
     Ok(findings(&items, templates))
@@ -152,6 +227,7 @@ mod tests {
             display: "x-stack.cfn.yaml".into(),
             text: String::new(),
             body: Value::Null,
+            lines: Default::default(),
         };
         let mut config = Config::default();
         let first = cache_key(&config, &[template()], dir.path()).unwrap();

@@ -1,9 +1,15 @@
-//! `cargo xtask validate`: checks the CloudFormation templates under `aws/` before a deploy and
-//! merges every source into one report (exit 0 only without error-level findings):
-//! parsing (file:line for malformed YAML and unknown tags), the cfn-guard rule pack (in-process),
-//! cfn-lint, cross-stack wiring, the parameter files, and the IRSA wiring of `k8s/` and `iam/`; `--rehearse` deploys the stacks into the
-//! emulator's CloudFormation ([`rehearse`]).
+//! `cargo xtask validate`: checks the CloudFormation templates under `aws/` (or any folder, see
+//! [`discover`]) before a deploy and merges every source into one report (exit 0 only without
+//! error-level findings): parsing (file:line for malformed YAML and unknown tags), the cfn-guard
+//! rule packs (in-process), cfn-lint, cross-stack wiring, the parameter files, and the IRSA wiring
+//! of `k8s/` and `iam/`; `--rehearse` deploys the stacks into the emulator's CloudFormation
+//! ([`rehearse`]).
+//!
+//! No input aborts the report: a template, rules file or tool that cannot be evaluated becomes an
+//! error-level finding naming the check, the rule and the file (a check that cannot tell is not a
+//! pass), and every other template still gets its findings.
 
+pub mod discover;
 pub mod formats;
 pub mod guard;
 pub mod irsa;
@@ -17,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use futures::FutureExt;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -36,7 +43,7 @@ pub enum Severity {
 /// One problem found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
-    /// Which check found it: parse, cfn-lint, wiring, params.
+    /// Which check found it: discover, parse, guard, cfn-lint, wiring, params, irsa.
     pub check: String,
     /// Rule id within the check.
     pub rule: String,
@@ -59,12 +66,15 @@ pub struct Finding {
 /// Options of a validation run.
 #[derive(Debug, Clone)]
 pub struct ValidateOptions {
-    /// Directory holding `**/*.cfn.yaml` and `params/*.json`.
+    /// Directory holding the templates (see [`discover`]) and `params/*.json`.
     pub dir: PathBuf,
     /// Run cfn-lint too.
     pub lint: bool,
-    /// Folder of the cfn-guard rule pack (`*.guard`).
+    /// Folder of the project's cfn-guard rule pack (`*.guard`).
     pub rules: PathBuf,
+    /// The user's own rule packs (`--rules DIR`: folders searched recursively for `*.guard` /
+    /// `*.ruleset`, or single files), evaluated like the project's.
+    pub extra_rules: Vec<PathBuf>,
 }
 
 /// The merged report.
@@ -74,6 +84,8 @@ pub struct ValidateReport {
     pub templates: Vec<String>,
     /// Parameter files checked.
     pub parameter_files: Vec<String>,
+    /// `.yaml`/`.yml`/`.json` files under the folder that do not look like CloudFormation.
+    pub skipped: Vec<String>,
     /// Findings, errors first, then by file and line.
     pub findings: Vec<Finding>,
     /// Seconds per part (parse, params, wiring, cfn-lint, total).
@@ -105,13 +117,44 @@ pub(crate) fn files_with_suffix(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>
     }
 }
 
-/// Validates `options.dir`.
+/// The message of a caught panic.
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Runs one check; a panic inside it becomes an error finding instead of ending the report.
+fn guarded(check: &str, file: &str, run: impl FnOnce() -> Vec<Finding>) -> Vec<Finding> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|panic| vec![check_failed(check, file, &panic_text(&panic))])
+}
+
+/// The finding for a check that stopped before judging `file`.
+fn check_failed(check: &str, file: &str, why: &str) -> Finding {
+    Finding {
+        check: check.into(),
+        rule: "internal-error".into(),
+        severity: Severity::Error,
+        file: file.into(),
+        line: 1,
+        resource: None,
+        path: None,
+        message: format!("the {check} check stopped: {why}"),
+        fix: Some("a check that cannot evaluate is not a pass; report this input".into()),
+    }
+}
+
+/// Validates `options.dir`. Fails only when the folder itself is missing: every problem of a
+/// template, parameter file, rules file or tool is a finding of the report.
 pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateReport> {
     let started = Instant::now();
     let dir = &options.dir;
     if !dir.is_dir() {
         bail!(
-            "{} is not a directory; pass the folder holding the *.cfn.yaml templates (default: aws/)",
+            "{} is not a directory; pass the folder holding the templates (default: aws/)",
             dir.display()
         );
     }
@@ -126,10 +169,21 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     let mut findings = Vec::new();
 
     let t = Instant::now();
-    let mut template_paths = Vec::new();
-    files_with_suffix(dir, ".cfn.yaml", &mut template_paths);
+    let (template_paths, skipped) = discover::templates(dir);
     if template_paths.is_empty() {
-        bail!("no *.cfn.yaml templates under {}", dir.display());
+        findings.push(Finding {
+            check: "discover".into(),
+            rule: "no-templates".into(),
+            severity: Severity::Error,
+            file: display(dir),
+            line: 1,
+            resource: None,
+            path: None,
+            message: "no CloudFormation templates in this folder".into(),
+            fix: Some(
+                "templates are *.cfn.yaml/.cfn.yml/.cfn.json/.template, or *.yaml/.yml/.json with a top-level Resources or AWSTemplateFormatVersion key".into(),
+            ),
+        });
     }
     let mut templates = Vec::new();
     for path in &template_paths {
@@ -147,11 +201,15 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     for path in &param_paths {
         match params::load(path, &display(path)) {
             Ok(file) => {
-                match templates
-                    .iter()
-                    .find(|t| t.stack_type().as_deref() == Some(file.stack_type.as_str()))
-                {
-                    Some(template) => findings.extend(params::check(&file, template)),
+                let stack_type = Some(file.stack_type.clone());
+                match templates.iter().find(|t| t.stack_type() == stack_type) {
+                    Some(template) => findings.extend(guarded("params", &file.display, || {
+                        params::check(&file, template)
+                    })),
+                    // Its template did not load: the parse finding says why.
+                    None if template_paths
+                        .iter()
+                        .any(|p| template::stack_type_of(p) == stack_type) => {}
                     None => findings.push(Finding {
                         check: "params".into(),
                         rule: "no-template".into(),
@@ -177,30 +235,39 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     timings.push(("params".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
-    let rules = guard::load_rules(&options.rules)?;
-    findings.extend(guard::check(&templates, &param_files, &rules)?);
+    let mut rules = Vec::new();
+    for pack in std::iter::once(&options.rules).chain(&options.extra_rules) {
+        let (loaded, problems) = guard::load_rules(pack, &display);
+        rules.extend(loaded);
+        findings.extend(problems);
+    }
+    findings.extend(guard::check(&templates, &param_files, &rules));
     timings.push(("guard".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
-    findings.extend(wiring::check(&templates, &param_files));
+    findings.extend(guarded("wiring", &display(dir), || {
+        wiring::check(&templates, &param_files)
+    }));
     timings.push(("wiring".to_string(), t.elapsed().as_secs_f64()));
 
     // IRSA: k8s/ manifests against the role in iam/, when the repository has them.
     let (k8s_dir, iam_dir) = (base.join("k8s"), base.join("iam"));
     if k8s_dir.is_dir() && iam_dir.is_dir() {
         let t = Instant::now();
-        findings.extend(irsa::check(
-            &k8s_dir,
-            &iam_dir,
-            &config.aws.account_id,
-            &base,
-        ));
+        findings.extend(guarded("irsa", "k8s", || {
+            irsa::check(&k8s_dir, &iam_dir, &config.aws.account_id, &base)
+        }));
         timings.push(("irsa".to_string(), t.elapsed().as_secs_f64()));
     }
 
     if options.lint {
         let t = Instant::now();
-        findings.extend(lint::run(config, &templates, &base).await?);
+        let linted = std::panic::AssertUnwindSafe(lint::run(config, &templates, &base))
+            .catch_unwind()
+            .await;
+        findings.extend(linted.unwrap_or_else(|panic| {
+            vec![check_failed("cfn-lint", &display(dir), &panic_text(&panic))]
+        }));
         timings.push(("cfn-lint".to_string(), t.elapsed().as_secs_f64()));
     }
     findings.sort_by(|a, b| {
@@ -210,6 +277,7 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     Ok(ValidateReport {
         templates: templates.iter().map(|t| t.display.clone()).collect(),
         parameter_files: param_files.iter().map(|p| p.display.clone()).collect(),
+        skipped: skipped.iter().map(|p| display(p)).collect(),
         findings,
         timings,
     })

@@ -1,7 +1,9 @@
 //! Cross-stack wiring, which no existing tool checks: for each stage's parameter files, every
 //! `Fn::ImportValue` must resolve to an `Export` of another template under the naming convention
 //! `<ProjectPrefix>-<ProjectId-prefix>-<Stage>-<type>-stack`; deploy order must have no cycle;
-//! exports nobody imports are reported (info).
+//! exports nobody imports are reported (info). Templates outside the convention (no stage
+//! parameter files, other names) are judged with parameter defaults and an unknown stack name:
+//! imports nothing in the set exports are warnings, imports that cannot be resolved are info.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,28 +21,100 @@ struct Export {
     value: Option<String>,
 }
 
+/// Stands for a part of a name known only at deploy time (a stack name outside the naming
+/// convention, a parameter without default, a pseudo parameter such as `AWS::Region`).
+const UNKNOWN: char = '\u{0}';
+
+/// How deep conditions may refer to conditions (cycles end here).
+const MAX_DEPTH: usize = 64;
+
 struct Ctx<'a> {
+    /// The stack's name; empty when unknown.
     stack_name: &'a str,
     params: &'a BTreeMap<String, String>,
     exports: &'a BTreeMap<String, Export>,
+    /// The template's `Conditions`, for `Fn::If`.
+    conditions: Option<&'a serde_json::Map<String, Value>>,
+    /// Unknown parts become [`UNKNOWN`] instead of making the whole value unknown.
+    open: bool,
+}
+
+impl Ctx<'_> {
+    /// The value of `Ref`/`${}` name `name`.
+    fn reference(&self, name: &str) -> Option<String> {
+        if name == "AWS::StackName" && !self.stack_name.is_empty() {
+            return Some(self.stack_name.to_string());
+        }
+        if let Some(value) = self.params.get(name) {
+            return Some(value.clone());
+        }
+        self.open.then(|| UNKNOWN.to_string())
+    }
+
+    /// The truth of condition `name`, when it can be known from the parameters.
+    fn condition(&self, name: &str, depth: usize) -> Option<bool> {
+        let body = self.conditions?.get(name)?;
+        self.truth(body, depth + 1)
+    }
+
+    fn truth(&self, value: &Value, depth: usize) -> Option<bool> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let map = value.as_object().filter(|m| m.len() == 1)?;
+        let (key, arg) = map.iter().next()?;
+        let known = |v: &Value| {
+            let closed = Ctx {
+                open: false,
+                ..*self
+            };
+            eval_at(v, &closed, depth + 1)
+        };
+        match key.as_str() {
+            "Condition" => self.condition(arg.as_str()?, depth),
+            "Fn::Equals" => {
+                let items = arg.as_array()?;
+                Some(known(items.first()?)? == known(items.get(1)?)?)
+            }
+            "Fn::Not" => Some(!self.truth(arg.as_array()?.first()?, depth + 1)?),
+            "Fn::And" => {
+                let all: Option<Vec<bool>> = arg
+                    .as_array()?
+                    .iter()
+                    .map(|c| self.truth(c, depth + 1))
+                    .collect();
+                Some(all?.into_iter().all(|b| b))
+            }
+            "Fn::Or" => {
+                let all: Option<Vec<bool>> = arg
+                    .as_array()?
+                    .iter()
+                    .map(|c| self.truth(c, depth + 1))
+                    .collect();
+                Some(all?.into_iter().any(|b| b))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Evaluates the intrinsic functions that can be known before deployment; `None` otherwise.
 fn eval(value: &Value, ctx: &Ctx) -> Option<String> {
+    eval_at(value, ctx, 0)
+}
+
+fn eval_at(value: &Value, ctx: &Ctx, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let eval = |v: &Value| eval_at(v, ctx, depth + 1);
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Object(map) if map.len() == 1 => {
             let (key, arg) = map.iter().next()?;
             match key.as_str() {
-                "Ref" => {
-                    let name = arg.as_str()?;
-                    if name == "AWS::StackName" {
-                        Some(ctx.stack_name.to_string())
-                    } else {
-                        ctx.params.get(name).cloned()
-                    }
-                }
+                "Ref" => ctx.reference(arg.as_str()?),
                 "Fn::Sub" => {
                     let (template, vars) = match arg {
                         Value::String(s) => (s.as_str(), None),
@@ -51,39 +125,47 @@ fn eval(value: &Value, ctx: &Ctx) -> Option<String> {
                     };
                     substitute(template, |name| {
                         if let Some(v) = vars.and_then(|m| m.get(name)) {
-                            return eval(v, ctx);
+                            return eval(v);
                         }
-                        if name == "AWS::StackName" {
-                            return Some(ctx.stack_name.to_string());
-                        }
-                        ctx.params.get(name).cloned()
+                        ctx.reference(name)
                     })
                 }
                 "Fn::ImportValue" => {
-                    let name = eval(arg, ctx)?;
-                    ctx.exports.get(&name)?.value.clone()
+                    let name = eval(arg)?;
+                    match ctx.exports.get(&name).and_then(|e| e.value.clone()) {
+                        Some(value) => Some(value),
+                        None => ctx.open.then(|| UNKNOWN.to_string()),
+                    }
                 }
                 "Fn::Join" => {
                     let items = arg.as_array()?;
                     let sep = items.first()?.as_str()?;
-                    let parts: Option<Vec<String>> = items
-                        .get(1)?
-                        .as_array()?
-                        .iter()
-                        .map(|v| eval(v, ctx))
-                        .collect();
+                    let parts: Option<Vec<String>> =
+                        items.get(1)?.as_array()?.iter().map(eval).collect();
                     Some(parts?.join(sep))
                 }
                 "Fn::Select" => {
                     let items = arg.as_array()?;
-                    let index: usize = eval(items.first()?, ctx)?.parse().ok()?;
+                    let index: usize = eval(items.first()?)?.parse().ok()?;
                     let list = items.get(1)?;
                     if let Some(split) = list.get("Fn::Split").and_then(Value::as_array) {
                         let sep = split.first()?.as_str()?;
-                        let text = eval(split.get(1)?, ctx)?;
+                        let text = eval(split.get(1)?)?;
+                        if sep.is_empty() || text.contains(UNKNOWN) {
+                            return None;
+                        }
                         return text.split(sep).nth(index).map(String::from);
                     }
-                    eval(list.as_array()?.get(index)?, ctx)
+                    eval(list.as_array()?.get(index)?)
+                }
+                "Fn::If" => {
+                    let items = arg.as_array()?;
+                    let chosen = if ctx.condition(items.first()?.as_str()?, depth)? {
+                        items.get(1)?
+                    } else {
+                        items.get(2)?
+                    };
+                    eval(chosen)
                 }
                 _ => None,
             }
@@ -131,7 +213,14 @@ fn imports_of(template: &Template) -> Vec<(String, String, Vec<String>, Value)> 
                     }
                 }
             }
-            Value::Array(items) => items.iter().for_each(|v| walk(v, path, found)),
+            Value::Array(items) => {
+                // (an index locates a list item; line_of stops where it cannot follow)
+                for (i, v) in items.iter().enumerate() {
+                    path.push(i.to_string());
+                    walk(v, path, found);
+                    path.pop();
+                }
+            }
             _ => {}
         }
     }
@@ -178,6 +267,9 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
     let stages: BTreeSet<&str> = param_files.iter().map(|p| p.stage.as_str()).collect();
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Templates judged under the naming convention, and the export names their stages make.
+    let mut covered: BTreeSet<String> = BTreeSet::new();
+    let mut stage_exports: BTreeMap<String, String> = BTreeMap::new();
     for stage in &stages {
         let params_of = |stack_type: &str, template: &Template| -> BTreeMap<String, String> {
             let mut values = template.parameter_defaults();
@@ -217,10 +309,13 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
         // Pass 1: export names and statically known values.
         let mut exports: BTreeMap<String, Export> = BTreeMap::new();
         for (template, stack_type, params, name) in &stacks {
+            covered.insert(template.display.clone());
             let ctx = Ctx {
                 stack_name: name,
                 params,
                 exports: &empty,
+                conditions: template.body["Conditions"].as_object(),
+                open: false,
             };
             for (output, body) in template.body["Outputs"].as_object().into_iter().flatten() {
                 let Some(export) = body.get("Export").and_then(|e| e.get("Name")) else {
@@ -249,12 +344,18 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
                 }
             }
         }
+        stage_exports.extend(exports.iter().filter_map(|(name, e)| {
+            let owner = stacks.iter().find(|s| s.1 == e.stack_type)?;
+            Some((name.clone(), owner.0.display.clone()))
+        }));
         // Pass 2: every import must name an export of another template.
         for (template, stack_type, params, name) in &stacks {
             let ctx = Ctx {
                 stack_name: name,
                 params,
                 exports: &exports,
+                conditions: template.body["Conditions"].as_object(),
+                open: false,
             };
             for (section, logical, path, arg) in imports_of(template) {
                 let keys: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -356,7 +457,144 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
             }
         }
     }
+    findings.extend(outside_convention(templates, &covered, &stage_exports));
     findings
+}
+
+/// Longest export/import name compared with unknown parts (CloudFormation allows 255).
+const MAX_PATTERN_CHARS: usize = 512;
+
+/// Imports of templates outside the naming convention (no stage parameter files, or names of
+/// another scheme), judged with parameter defaults and an unknown stack name: an import that no
+/// template of the set can export is a warning (`import-not-in-set`: it must exist before the
+/// deploy); one that cannot be resolved statically is info (`import-unresolvable`).
+fn outside_convention(
+    templates: &[Template],
+    covered: &BTreeSet<String>,
+    stage_exports: &BTreeMap<String, String>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if templates.iter().all(|t| covered.contains(&t.display)) {
+        return findings;
+    }
+    let empty = BTreeMap::new();
+    // Every export name each template can make, unknown parts kept as UNKNOWN.
+    let mut patterns: Vec<(String, &str)> = stage_exports
+        .iter()
+        .map(|(name, owner)| (name.clone(), owner.as_str()))
+        .collect();
+    for template in templates {
+        let params = template.parameter_defaults();
+        let ctx = Ctx {
+            stack_name: "",
+            params: &params,
+            exports: &empty,
+            conditions: template.body["Conditions"].as_object(),
+            open: true,
+        };
+        for body in template.body["Outputs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, b)| b)
+        {
+            if let Some(name) = body.get("Export").and_then(|e| e.get("Name")) {
+                if let Some(name) = eval(name, &ctx) {
+                    patterns.push((name, template.display.as_str()));
+                }
+            }
+        }
+    }
+    let shown = |name: &str| name.replace(UNKNOWN, "${?}");
+    for template in templates.iter().filter(|t| !covered.contains(&t.display)) {
+        let params = template.parameter_defaults();
+        let ctx = Ctx {
+            stack_name: "",
+            params: &params,
+            exports: &empty,
+            conditions: template.body["Conditions"].as_object(),
+            open: true,
+        };
+        for (section, logical, path, arg) in imports_of(template) {
+            let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+            let line = template.line_of(&section, &logical, &keys);
+            let Some(import) = eval(&arg, &ctx) else {
+                findings.push(finding(
+                    template,
+                    Severity::Info,
+                    "import-unresolvable",
+                    line,
+                    Some(logical.clone()),
+                    format!(
+                        "an ImportValue in {logical} cannot be resolved statically (its name is built with functions or conditions validate cannot evaluate before deployment)"
+                    ),
+                    "make sure the exporting stack is deployed first; build import names from parameters with defaults to have them checked".into(),
+                ));
+                continue;
+            };
+            let exported = patterns
+                .iter()
+                .any(|(pattern, owner)| *owner != template.display && compatible(pattern, &import));
+            if exported {
+                continue;
+            }
+            if import.contains(UNKNOWN) {
+                findings.push(finding(
+                    template,
+                    Severity::Info,
+                    "import-unresolvable",
+                    line,
+                    Some(logical.clone()),
+                    format!(
+                        "{logical} imports {}, which cannot be resolved statically (parameters without defaults or pseudo parameters), and no template here exports a matching name",
+                        shown(&import)
+                    ),
+                    "make sure the exporting stack is deployed first, or add its template to the folder".into(),
+                ));
+            } else {
+                findings.push(finding(
+                    template,
+                    Severity::Warning,
+                    "import-not-in-set",
+                    line,
+                    Some(logical.clone()),
+                    format!(
+                        "{logical} imports {import}, which no template in this set exports: it must already exist in the account and region when this stack is deployed"
+                    ),
+                    "deploy the exporting stack first, or add its template to the folder".into(),
+                ));
+            }
+        }
+    }
+    findings
+}
+
+/// Whether two names, each with [`UNKNOWN`] parts standing for any text, can be equal.
+fn compatible(a: &str, b: &str) -> bool {
+    if !a.contains(UNKNOWN) && !b.contains(UNKNOWN) {
+        return a == b;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len() > MAX_PATTERN_CHARS || b.len() > MAX_PATTERN_CHARS {
+        return false;
+    }
+    // can[i][j]: a[i..] and b[j..] can be equal; filled from the ends.
+    let (n, m) = (a.len(), b.len());
+    let mut can = vec![vec![false; m + 1]; n + 1];
+    can[n][m] = true;
+    for i in (0..=n).rev() {
+        for j in (0..=m).rev() {
+            if i == n && j == m {
+                continue;
+            }
+            let wild_a = i < n && a[i] == UNKNOWN;
+            let wild_b = j < m && b[j] == UNKNOWN;
+            can[i][j] = (wild_a && (can[i + 1][j] || (j < m && can[i][j + 1])))
+                || (wild_b && (can[i][j + 1] || (i < n && can[i + 1][j])))
+                || (i < n && j < m && a[i] == b[j] && can[i + 1][j + 1]);
+        }
+    }
+    can[0][0]
 }
 
 /// A cycle in the import graph, as a path that ends where it starts.
@@ -407,5 +645,44 @@ mod tests {
         assert_eq!(find_cycle(&edges).unwrap(), ["a", "b", "a"]);
         let acyclic = BTreeMap::from([("a".to_string(), BTreeSet::from(["b".to_string()]))]);
         assert!(find_cycle(&acyclic).is_none());
+    }
+
+    #[test]
+    fn names_with_unknown_parts_match_like_globs() {
+        let u = UNKNOWN;
+        assert!(compatible(
+            &format!("{u}:ClusterName"),
+            "production:ClusterName"
+        ));
+        assert!(compatible(
+            "production:ClusterName",
+            &format!("{u}:ClusterName")
+        ));
+        assert!(compatible(&format!("{u}-Vpc"), &format!("net-{u}")));
+        assert!(!compatible(&format!("{u}:ClusterName"), "production:VPCId"));
+        assert!(compatible("a", "a") && !compatible("a", "b"));
+    }
+
+    #[test]
+    fn conditions_choose_the_if_branch() {
+        let body = serde_json::json!({
+            "IsPrd": {"Fn::Equals": [{"Ref": "Stage"}, "prd"]},
+            "NotPrd": {"Fn::Not": [{"Condition": "IsPrd"}]},
+            "Loop": {"Condition": "Loop"},
+        });
+        let params = BTreeMap::from([("Stage".to_string(), "dev".to_string())]);
+        let exports = BTreeMap::new();
+        let ctx = Ctx {
+            stack_name: "",
+            params: &params,
+            exports: &exports,
+            conditions: body.as_object(),
+            open: true,
+        };
+        let name =
+            serde_json::json!({"Fn::If": ["NotPrd", {"Fn::Sub": "${AWS::StackName}-dev"}, "prd"]});
+        assert_eq!(eval(&name, &ctx).unwrap(), format!("{UNKNOWN}-dev"));
+        let looping = serde_json::json!({"Fn::If": ["Loop", "a", "b"]});
+        assert!(eval(&looping, &ctx).is_none());
     }
 }
