@@ -84,18 +84,21 @@ async fn warm_up(
     prefixes: &[&str],
     runs: usize,
 ) -> Result<(f64, Vec<(String, u64)>)> {
-    warm_up_on("native", root, gateway, prefixes, runs).await
+    let (_, warm, memory) = warm_up_on("native", root, gateway, prefixes, runs).await?;
+    Ok((warm, memory))
 }
 
-/// Provisions `prefixes` on the runtime `runtime` once, then times `runs` warm `up`s (the fastest
-/// is kept) and reads each instance's memory (native RSS / container usage) after the last.
+/// Times a cold `up` of `prefixes` on the runtime `runtime` (a fresh state dir: schemas created
+/// and migrated; images and venvs already there), then `runs` warm `up`s (the fastest is kept),
+/// and reads each instance's memory (native RSS / container usage) after the last.
+/// Returns (cold seconds, warm seconds, memory per instance).
 async fn warm_up_on(
     runtime: &str,
     root: &Path,
     gateway: &GatewayCommand,
     prefixes: &[&str],
     runs: usize,
-) -> Result<(f64, Vec<(String, u64)>)> {
+) -> Result<(f64, f64, Vec<(String, u64)>)> {
     let dir = tempfile::Builder::new()
         .prefix("lfi-bench-")
         .tempdir()
@@ -106,8 +109,10 @@ async fn warm_up_on(
         .with_runtime(crate::runtime::for_run(kind, &config)?)
         .with_gateway_command(gateway.clone());
     let result = async {
-        crate::progress::println(format!("bench: provisioning {}", prefixes.join(", ")));
+        crate::progress::println(format!("bench: {kind}: cold up, {}", prefixes.join(", ")));
+        let cold_started = Instant::now();
         stack.up().await?;
+        let cold = cold_started.elapsed().as_secs_f64();
         stack.down(false)?;
         let mut best = f64::INFINITY;
         let mut rss = Vec::new();
@@ -128,7 +133,7 @@ async fn warm_up_on(
                 .collect();
             stack.down(false)?;
         }
-        Ok::<_, anyhow::Error>((best, rss))
+        Ok::<_, anyhow::Error>((cold, best, rss))
     }
     .await;
     stack.down(true)?;
@@ -167,9 +172,19 @@ pub async fn tenancy(root: &Path, gateway: &GatewayCommand, runs: usize) -> Resu
 pub async fn runtimes(root: &Path, gateway: &GatewayCommand, runs: usize) -> Result<BenchReport> {
     let runs = runs.max(1);
     let tenants = ["acme", "widgetco"];
-    let (native, native_memory) = warm_up_on("native", root, gateway, &tenants, runs).await?;
-    let (docker, docker_memory) = warm_up_on("docker", root, gateway, &tenants, runs).await?;
+    let (native_cold, native, native_memory) =
+        warm_up_on("native", root, gateway, &tenants, runs).await?;
+    let (docker_cold, docker, docker_memory) =
+        warm_up_on("docker", root, gateway, &tenants, runs).await?;
     let mut measurements = vec![
+        Measurement::new("cold up, 2 tenants, native", native_cold, "s", None),
+        Measurement::new("cold up, 2 tenants, docker", docker_cold, "s", None),
+        Measurement::new(
+            "ratio docker / native (cold up)",
+            docker_cold / native_cold,
+            "x",
+            Some(MAX_DOCKER_UP_RATIO),
+        ),
         Measurement::new("warm up, 2 tenants, native", native, "s", None),
         Measurement::new("warm up, 2 tenants, docker", docker, "s", None),
         Measurement::new(
