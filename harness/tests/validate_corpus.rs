@@ -168,6 +168,9 @@ async fn a_rule_pack_of_the_users_own_is_evaluated_like_ours() {
         // The valid files of the pack (subfolders included) are evaluated...
         "Error guard corpus_sqs_encrypted cfn-corpus/apps/service.yaml:44",
         "Error guard corpus_lambda_concurrency cfn-corpus/apps/custom-resource.json:20",
+        // A rules file cfn-guard cannot evaluate on a template: a finding naming both.
+        "Error guard fails-at-evaluation.guard cfn-corpus/apps/service.yaml:1",
+        "Error guard fails-at-evaluation.guard cfn-corpus/apps/many-listeners.yaml:1",
         // ...and so is the project's pack.
         "Error guard s3_tls_only cfn-corpus/apps/conditions-and-rules.json:1",
     ] {
@@ -186,6 +189,10 @@ async fn a_rule_pack_of_the_users_own_is_evaluated_like_ours() {
         "{}",
         broken.message
     );
+    // Templates without security groups evaluate that file fine.
+    assert!(!lines(&report)
+        .iter()
+        .any(|l| l.contains("fails-at-evaluation.guard cfn-corpus/apps/custom-resource.json")));
 
     // A missing pack is a finding too.
     let report = run(
