@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod credentials;
+pub mod docker;
 pub mod e2e;
 pub mod gateway;
 pub mod gateway_tls;
