@@ -111,7 +111,10 @@ fn docker_runtime_without_an_engine_is_one_line_and_starts_nothing() {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["up", "--infra-only", "--runtime", "docker"])
         .env("LANGFLOW_INFRA_STATE_DIR", &state)
-        .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", dir.path().display()))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-engine.sock", dir.path().display()),
+        )
         .output()
         .expect("xtask runs");
     assert_one_line_error(&output, "DOCKER_HOST=unix://");
@@ -129,7 +132,10 @@ fn auto_runtime_without_an_engine_says_so_and_runs_natively() {
             .args(args)
             .env("LANGFLOW_INFRA_STATE_DIR", &state)
             .env("LANGFLOW_INFRA_RUNTIME", "auto")
-            .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", dir.path().display()))
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/no-engine.sock", dir.path().display()),
+            )
             .output()
             .expect("xtask runs")
     };

@@ -4,13 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use super::{finish_step, Stack};
 use crate::credentials::{self, iam_setup, identity_server::KEY_FILE, oidc::SigningKey};
 use crate::net;
 use crate::progress::Step;
-use crate::runtime::{ProcessSpec, StopSignal};
 use crate::services::aws;
 use crate::state::{Probe, RunState, ServiceRecord};
 
@@ -29,9 +28,7 @@ impl Stack {
         let step = Step::start(credentials::IDENTITY_SERVICE);
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
-            let command = self.gateway_command.as_ref().ok_or_else(|| {
-                anyhow!("no harness server program configured (Stack::with_gateway_command)")
-            })?;
+            let command = self.servers()?;
             let config = &self.config;
             let dir = credentials::identity_dir(config);
             std::fs::create_dir_all(&dir)
@@ -54,24 +51,8 @@ impl Stack {
             if let Some(ip) = self.runtime.placement().host_bind {
                 args.extend(["--also-bind".to_string(), ip.to_string()]);
             }
-            let spec = ProcessSpec {
-                name: credentials::IDENTITY_SERVICE.into(),
-                program: command.program.clone(),
-                args,
-                env: Default::default(),
-                cwd: config.state_dir.clone(),
-                log: config.log_dir().join("identity.log"),
-                run_as: None,
-                stop_signal: StopSignal::Term,
-                port,
-                container: None,
-            };
-            // A harness server: always a host process, whatever runs the services.
-            let (process, _) = crate::runtime::Runtime::start(
-                &crate::runtime::native::NativeRuntime,
-                &spec,
-                &self.run_marker(),
-            )?;
+            let (process, log) =
+                self.start_host_server(credentials::IDENTITY_SERVICE, args, port)?;
             let url = format!("http://127.0.0.1:{port}");
             self.record(
                 state,
@@ -80,7 +61,7 @@ impl Stack {
                     process: process.clone(),
                     port,
                     url: key.issuer_url(port),
-                    log: spec.log.clone(),
+                    log: log.clone(),
                     probe: Probe::Http {
                         url: format!("{url}/health"),
                         ca_file: None,
@@ -102,7 +83,7 @@ impl Stack {
                 },
             )
             .await
-            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
+            .map_err(|e| self.with_log_tail(e, &process, &log))?;
             step.set_message("provisioning the OIDC provider and roles");
             self.provision_identities(aws_port, port).await?;
             Ok((

@@ -430,6 +430,37 @@ impl Stack {
         self.files.write_state(&state)
     }
 
+    /// The harness's own server program (gateway, identity, supervisor), as configured.
+    fn servers(&self) -> Result<&GatewayCommand> {
+        self.gateway_command.as_ref().ok_or_else(|| {
+            anyhow!("no harness server program configured (Stack::with_gateway_command)")
+        })
+    }
+
+    /// Starts one of the harness's own servers: always a host process (whatever runs the
+    /// services), logging to `logs/<name>.log`. Returns the process and its log file.
+    fn start_host_server(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        port: u16,
+    ) -> Result<(RunningProcess, PathBuf)> {
+        let spec = ProcessSpec {
+            name: name.into(),
+            program: self.servers()?.program.clone(),
+            args,
+            env: Default::default(),
+            cwd: self.config.state_dir.clone(),
+            log: self.config.log_dir().join(format!("{name}.log")),
+            run_as: None,
+            stop_signal: crate::runtime::StopSignal::Term,
+            port,
+            container: None,
+        };
+        let (process, _) = NativeRuntime.start(&spec, &self.run_marker())?;
+        Ok((process, spec.log))
+    }
+
     /// Starts `spec` in the run's runtime (off the async threads: engine calls block).
     async fn start_spec(&self, spec: &ProcessSpec) -> Result<(RunningProcess, u16)> {
         let (runtime, spec, marker) = (self.runtime.clone(), spec.clone(), self.run_marker());

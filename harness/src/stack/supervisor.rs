@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{finish_step, GatewayCommand, Stack};
 use crate::config::Config;
 use crate::progress::Step;
-use crate::runtime::{Liveness, ProcessSpec, StopSignal};
+use crate::runtime::Liveness;
 use crate::state::{Probe, RunState, ServiceRecord};
 
 /// Name of the supervisor in the run state.
@@ -72,9 +72,7 @@ impl Stack {
         let step = Step::start(SUPERVISOR_SERVICE);
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
-            let command = self.gateway_command.as_ref().ok_or_else(|| {
-                anyhow!("no harness server program configured (Stack::with_gateway_command)")
-            })?;
+            let command = self.servers()?;
             let input_path = self.supervisor_input_path();
             std::fs::create_dir_all(input_path.parent().expect("has a parent"))?;
             crate::state::write_json_0600(
@@ -87,23 +85,7 @@ impl Stack {
             )?;
             let mut args = command.supervisor_args.clone();
             args.extend(["--input".to_string(), input_path.display().to_string()]);
-            let spec = ProcessSpec {
-                name: SUPERVISOR_SERVICE.into(),
-                program: command.program.clone(),
-                args,
-                env: Default::default(),
-                cwd: self.config.state_dir.clone(),
-                log: self.config.log_dir().join("supervisor.log"),
-                run_as: None,
-                stop_signal: StopSignal::Term,
-                port: 0,
-                container: None,
-            };
-            let (process, _) = crate::runtime::Runtime::start(
-                &crate::runtime::native::NativeRuntime,
-                &spec,
-                &self.run_marker(),
-            )?;
+            let (process, log) = self.start_host_server(SUPERVISOR_SERVICE, args, 0)?;
             self.record(
                 state,
                 SUPERVISOR_SERVICE,
@@ -111,7 +93,7 @@ impl Stack {
                     process,
                     port: 0,
                     url: String::new(),
-                    log: spec.log.clone(),
+                    log,
                     probe: Probe::Alive,
                     tier: SUPERVISOR_TIER,
                     restarts: 0,

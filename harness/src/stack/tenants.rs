@@ -18,7 +18,6 @@ use super::{finish_step, Stack};
 use crate::gateway::{Routes, Upstream};
 use crate::net;
 use crate::progress::Step;
-use crate::runtime::{ProcessSpec, StopSignal};
 use crate::services::langflow;
 use crate::state::{Probe, RunState, ServiceRecord};
 use crate::tenancy::fixture::TenantsFixture;
@@ -229,9 +228,7 @@ impl Stack {
         let step = Step::start(GATEWAY_SERVICE);
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
-            let command = self.gateway_command.as_ref().ok_or_else(|| {
-                anyhow!("no gateway program configured (Stack::with_gateway_command)")
-            })?;
+            let command = self.servers()?;
             let mut args = command.args.clone();
             args.extend([
                 "--port".to_string(),
@@ -256,29 +253,12 @@ impl Stack {
             } else {
                 (format!("http://127.0.0.1:{port}"), None)
             };
-            let spec = ProcessSpec {
-                name: GATEWAY_SERVICE.into(),
-                program: command.program.clone(),
-                args,
-                env: Default::default(),
-                cwd: self.config.state_dir.clone(),
-                log: self.config.log_dir().join("gateway.log"),
-                run_as: None,
-                stop_signal: StopSignal::Term,
-                port,
-                container: None,
-            };
-            // A harness server: always a host process, whatever runs the services.
-            let (process, _) = crate::runtime::Runtime::start(
-                &crate::runtime::native::NativeRuntime,
-                &spec,
-                &self.run_marker(),
-            )?;
+            let (process, log) = self.start_host_server(GATEWAY_SERVICE, args, port)?;
             let record = ServiceRecord {
                 process: process.clone(),
                 port,
                 url: url.clone(),
-                log: spec.log.clone(),
+                log: log.clone(),
                 probe: Probe::Http {
                     url: format!("{url}/health"),
                     ca_file,
@@ -300,7 +280,7 @@ impl Stack {
                 },
             )
             .await
-            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
+            .map_err(|e| self.with_log_tail(e, &process, &log))?;
             Ok((GATEWAY_SERVICE.to_string(), t0.elapsed().as_secs_f64()))
         }
         .await;
