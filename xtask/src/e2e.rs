@@ -1,0 +1,93 @@
+//! `cargo xtask e2e`: the tenant-isolation suite, on an isolated local stack or a deployed one.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use harness::report;
+use harness::stack::Stack;
+
+use crate::{exit_code, gateway_command, probe_command};
+
+/// Arguments of `e2e`.
+#[derive(clap::Args)]
+pub struct E2eArgs {
+    /// Leave the isolated stack running afterwards (its state dir is printed).
+    #[arg(long)]
+    keep: bool,
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a JSON report.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Run the HTTP-level checks against a deployed stack (its ALB base URL) instead.
+    #[arg(long, value_name = "URL", requires = "credentials")]
+    target: Option<String>,
+    /// Tenant credentials for --target: {"tenants": [{"prefix", "username", "password"}, ...]}.
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+    /// Requests in the concurrency check.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Break isolation on purpose to see the suite fail: shared-secret-key or shared-database-role.
+    #[arg(long, value_name = "FAULT", conflicts_with = "target")]
+    inject_fault: Option<harness::stack::Fault>,
+}
+
+/// Runs the suite (`stack` only supplies the configuration; `runtime` is the global
+/// `--runtime`), prints the table, writes the asked-for reports; failure when a check fails.
+pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Result<ExitCode> {
+    let E2eArgs {
+        keep,
+        junit,
+        json,
+        target,
+        credentials,
+        concurrency,
+        inject_fault,
+    } = args;
+    let report = match (target, credentials) {
+        (Some(url), Some(file)) => {
+            harness::e2e::run_against_target(&url, &file, concurrency).await?
+        }
+        _ => {
+            let options = harness::e2e::local::LocalOptions {
+                keep,
+                concurrency,
+                fault: inject_fault,
+                probe: Some(probe_command()?),
+                runtime,
+            };
+            let run = harness::e2e::local::run(&stack.config().root, &gateway_command()?, &options)
+                .await?;
+            if let (Some(dir), Some(creds)) = (&run.kept_state_dir, &run.kept_credentials) {
+                eprintln!(
+                    "kept the e2e stack: LANGFLOW_INFRA_STATE_DIR={dir} cargo xtask status (or logs, tenant ...); \
+                     credentials in {creds} (usable with --target {url} --credentials {creds}); \
+                     stop it with LANGFLOW_INFRA_STATE_DIR={dir} cargo xtask down --volumes",
+                    dir = dir.display(),
+                    creds = creds.display(),
+                    url = run.report.target,
+                );
+            }
+            run.report
+        }
+    };
+    println!("{}", report::e2e_table(&report));
+    if let Some(path) = junit {
+        write_report(&path, &harness::e2e::junit::render(&report))?;
+    }
+    if let Some(path) = json {
+        write_report(&path, &serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(exit_code(report.failures() == 0))
+}
+
+/// Writes a report file, creating its directory.
+fn write_report(path: &Path, contents: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,190 @@
+//! `cargo xtask up|status|logs|down`: the stack's lifecycle.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use harness::report;
+use harness::stack::{Stack, UpOutcome};
+
+use crate::{exit_code, print_json};
+
+/// Arguments of `up`.
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Start only Postgres and the AWS emulator.
+    #[arg(long)]
+    infra_only: bool,
+    /// Stay in the foreground; Ctrl-C then stops everything.
+    #[arg(long)]
+    foreground: bool,
+}
+
+/// Arguments of `status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `logs`.
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// Service name (postgres, aws, ...).
+    service: Option<String>,
+    /// Keep printing new lines as they are written.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+/// Arguments of `down`.
+#[derive(clap::Args)]
+pub struct DownArgs {
+    /// Also drop data: the Postgres cluster and generated secrets.
+    #[arg(long)]
+    volumes: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `up`: starts the stack and prints what runs where; with `--foreground`, stops it on Ctrl-C.
+pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
+    let UpArgs {
+        json,
+        infra_only,
+        foreground,
+    } = args;
+    if infra_only {
+        stack = stack.infra_only();
+    }
+    let report = stack.up().await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        for name in &report.cleaned_stale {
+            println!("cleaned up stale state: {name} had exited");
+        }
+        if report.outcome == UpOutcome::AlreadyRunning {
+            println!(
+                "already running (state in {}):",
+                stack.config().state_dir.display()
+            );
+        } else {
+            println!("stack is up in {:.1}s:", report.elapsed_secs);
+        }
+        println!("{}", report::status_table(&report.status));
+        if !report.tenants.is_empty() {
+            println!(
+                "{}",
+                report::tenants_table(&report.tenants, &report.provisioned.credentials)
+            );
+            if report.provisioned.credentials.iter().any(|c| c.generated) {
+                println!(
+                    "Generated passwords are shown only now; they are stored only as bcrypt hashes."
+                );
+            }
+        }
+        println!(
+            "Postgres superuser and tenant role passwords: {}",
+            stack.files().secrets_path().display()
+        );
+    }
+    if foreground {
+        eprintln!("running in the foreground; Ctrl-C (or SIGTERM) stops everything");
+        harness::stack::interrupted().await;
+        let report = stack.down(false)?;
+        eprintln!("{}", report::down_summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: health of each service; failure when any is not healthy or nothing runs.
+pub async fn status(stack: &Stack, args: StatusArgs) -> Result<ExitCode> {
+    let StatusArgs { json } = args;
+    match stack.status().await? {
+        None => {
+            if json {
+                print_json(&serde_json::json!({"running": false, "services": []}))?;
+            } else {
+                println!("nothing is running; start the stack with `cargo xtask up`");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Some(status) => {
+            if json {
+                print_json(&status)?;
+            } else {
+                println!("{}", report::status_table(&status));
+            }
+            Ok(exit_code(status.healthy()))
+        }
+    }
+}
+
+/// `logs`: prints one service's log, or all of them.
+pub async fn logs(stack: &Stack, args: LogsArgs) -> Result<ExitCode> {
+    let LogsArgs { service, follow } = args;
+    let logs = match service {
+        Some(name) => vec![(name.clone(), stack.log_path(&name)?)],
+        None => stack.log_paths()?,
+    };
+    print_logs(stack, &logs, follow).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `down`: stops everything and removes the run's temporary state (and data with `--volumes`).
+pub fn down(stack: &Stack, args: DownArgs) -> Result<ExitCode> {
+    let DownArgs { volumes, json } = args;
+    let report = stack.down(volumes)?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("{}", report::down_summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the logs of services `logs` (log files natively, the engine's logs for containers),
+/// prefixed by service name when several; with `follow`, keeps printing what is appended.
+async fn print_logs(stack: &Stack, logs: &[(String, PathBuf)], follow: bool) -> Result<()> {
+    let prefixed = logs.len() > 1;
+    let mut offsets = vec![0u64; logs.len()];
+    let mut stdout = std::io::stdout();
+    loop {
+        for ((name, _), offset) in logs.iter().zip(offsets.iter_mut()) {
+            let Ok(text) = stack.log_text(name) else {
+                continue;
+            };
+            let bytes = text.into_bytes();
+            if (bytes.len() as u64) < *offset {
+                *offset = 0; // truncated or recreated
+            }
+            let new = &bytes[*offset as usize..];
+            // Only complete lines, so a line being written is not split.
+            let end = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for line in String::from_utf8_lossy(&new[..end]).lines() {
+                if prefixed {
+                    writeln!(stdout, "{name:>10} | {line}")?;
+                } else {
+                    writeln!(stdout, "{line}")?;
+                }
+            }
+            *offset += end as u64;
+        }
+        stdout.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

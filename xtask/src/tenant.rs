@@ -1,0 +1,177 @@
+//! `cargo xtask tenant ...`: tenantmgr, the tenant schemas and their Langflow users.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use harness::report;
+use harness::stack::Stack;
+use harness::tenancy::{naming, IssuedCredentials, Tenancy};
+
+use crate::print_json;
+
+/// Which user of which tenant, and optionally the password to set.
+#[derive(clap::Args)]
+pub struct UserArgs {
+    /// Schema id (see schema-list).
+    #[arg(long)]
+    schema: String,
+    /// Login name (unique per tenant, case-insensitive).
+    #[arg(long)]
+    username: String,
+    /// Password to set; generated (16 characters) and shown once when absent.
+    #[arg(long)]
+    password: Option<String>,
+}
+
+/// The `tenant` subcommands.
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant: schema `<prefix>-<6 hex>`, its role, Langflow's tables; starts its
+    /// instance when the stack runs.
+    SchemaAdd {
+        /// Tenant prefix: 1-50 letters, digits, '_' or '-' (served at /tenant/<prefix>/).
+        #[arg(long)]
+        prefix: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenant schemas.
+    SchemaList {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tenant: its instance, schema, role, users and data.
+    SchemaRm {
+        /// Schema id (see schema-list).
+        #[arg(long)]
+        schema: String,
+        /// Confirm the removal (it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Add a Langflow user to a tenant; without --password one is generated and shown once.
+    UserAdd {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Make the user a Langflow superuser.
+        #[arg(long)]
+        superuser: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a new password for a user; without --password one is generated and shown once.
+    UserReset {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's users.
+    UserList {
+        /// Schema id (see schema-list).
+        #[arg(long)]
+        schema: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `tenant` subcommand against the running stack.
+pub async fn run(stack: &Stack, command: TenantCommand) -> Result<ExitCode> {
+    let tenancy = || Tenancy::for_running_stack(stack.config(), stack.files());
+    match command {
+        TenantCommand::SchemaAdd { prefix, json } => {
+            // Validate before touching anything, so bad input fails fast and alone.
+            naming::validate_prefix(&prefix)?;
+            let schema = tenancy()?.schema_add(&prefix).await?;
+            let endpoint = stack.attach_tenant(&schema).await?;
+            if json {
+                print_json(&serde_json::json!({"schema": schema, "endpoint": endpoint}))?;
+            } else {
+                println!("{}", report::schemas_table(std::slice::from_ref(&schema)));
+                match endpoint {
+                    Some(endpoint) => println!("serving at {}", endpoint.url),
+                    None => println!("the stack's gateway is not running; `cargo xtask up` starts this tenant's instance"),
+                }
+                println!(
+                    "add a user: cargo xtask tenant user-add --schema {} --username NAME",
+                    schema.schema
+                );
+            }
+        }
+        TenantCommand::SchemaList { json } => {
+            let schemas = tenancy()?.schema_list().await?;
+            if json {
+                print_json(&schemas)?;
+            } else {
+                println!("{}", report::schemas_table(&schemas));
+            }
+        }
+        TenantCommand::SchemaRm { schema, yes } => {
+            naming::parse_schema_id(&schema)?;
+            if !yes {
+                anyhow::bail!(
+                    "schema-rm deletes schema {schema} with all its users and flows; add --yes to confirm"
+                );
+            }
+            let tenancy = tenancy()?;
+            let prefix = tenancy.require_tenant(&schema).await?;
+            stack.detach_tenant(&prefix)?;
+            tenancy.schema_rm(&schema).await?;
+            println!("removed tenant {prefix} (schema {schema}, its role, users and data)");
+        }
+        TenantCommand::UserAdd {
+            user,
+            superuser,
+            json,
+        } => {
+            let UserArgs {
+                schema,
+                username,
+                password,
+            } = user;
+            naming::check_user_input(&schema, &username, password.as_deref())?;
+            let issued = tenancy()?
+                .user_add(&schema, &username, password.as_deref(), superuser)
+                .await?;
+            print_credentials(&issued, json)?;
+        }
+        TenantCommand::UserReset { user, json } => {
+            let UserArgs {
+                schema,
+                username,
+                password,
+            } = user;
+            naming::check_user_input(&schema, &username, password.as_deref())?;
+            let issued = tenancy()?
+                .user_reset(&schema, &username, password.as_deref())
+                .await?;
+            print_credentials(&issued, json)?;
+        }
+        TenantCommand::UserList { schema, json } => {
+            naming::parse_schema_id(&schema)?;
+            let users = tenancy()?.user_list(&schema).await?;
+            if json {
+                print_json(&users)?;
+            } else {
+                println!("{}", report::users_table(&users));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_credentials(issued: &IssuedCredentials, json: bool) -> Result<()> {
+    if json {
+        print_json(issued)
+    } else {
+        println!("{}", report::credentials_table(issued));
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! `cargo xtask validate`: checks (and optionally rehearses) the CloudFormation templates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use harness::report;
+use harness::stack::Stack;
+
+use crate::{exit_code, print_json};
+
+/// Arguments of `validate`.
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    /// Folder holding the templates (*.cfn.yaml, or any *.yaml/*.yml/*.json with a top-level
+    /// Resources key) and params/*.json.
+    #[arg(long, default_value = "aws")]
+    dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ValidateFormat::Human)]
+    format: ValidateFormat,
+    /// Skip cfn-lint (parsing, wiring and parameter checks only).
+    #[arg(long)]
+    no_lint: bool,
+    /// Also evaluate this cfn-guard rule pack (a folder searched for *.guard / *.ruleset, or
+    /// one file), like the project's rules/; repeatable.
+    #[arg(long = "rules", value_name = "DIR")]
+    extra_rules: Vec<PathBuf>,
+    /// Also deploy vpc → rds → ecr → fargate into the emulator's CloudFormation with this
+    /// stage's parameter files, report status and outputs, then delete them.
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev")]
+    rehearse: Option<String>,
+}
+
+/// Output formats of `validate`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ValidateFormat {
+    /// A table and a summary line.
+    Human,
+    /// The report as JSON.
+    Json,
+    /// SARIF 2.1.0 (code-scanning UIs).
+    Sarif,
+    /// JUnit XML (CI systems).
+    Junit,
+}
+
+/// Runs every check (`stack` only supplies the configuration), then the rehearsal when asked
+/// and nothing is wrong; prints the report; failure on an error-level finding or a failed
+/// rehearsal.
+pub async fn run(stack: &Stack, args: ValidateArgs) -> Result<ExitCode> {
+    let ValidateArgs {
+        dir,
+        format,
+        no_lint,
+        extra_rules,
+        rehearse,
+    } = args;
+    let dir = if dir.is_relative() {
+        stack.config().root.join(dir)
+    } else {
+        dir
+    };
+    let options = harness::validate::ValidateOptions {
+        dir,
+        lint: !no_lint,
+        rules: stack.config().root.join("rules"),
+        extra_rules: extra_rules
+            .into_iter()
+            .map(|r| stack.config().root.join(r))
+            .collect(),
+    };
+    let report = harness::validate::run(stack.config(), &options).await?;
+    let rehearsal = match &rehearse {
+        Some(stage) if report.errors() == 0 => {
+            let (templates, params) = harness::validate::rehearse::load_inputs(&options.dir)?;
+            Some(
+                harness::validate::rehearse::run(stack.config(), &templates, &params, stage)
+                    .await?,
+            )
+        }
+        Some(_) => {
+            eprintln!("not rehearsing: fix the error-level findings first");
+            None
+        }
+        None => None,
+    };
+    if let Some(rehearsal) = &rehearsal {
+        eprintln!("{}", report::rehearsal_table(rehearsal));
+    }
+    let rehearsal_ok = rehearsal.as_ref().is_none_or(|r| r.ok());
+    match format {
+        ValidateFormat::Human => println!("{}", report::validate_table(&report)),
+        ValidateFormat::Json => print_json(&report)?,
+        ValidateFormat::Sarif => println!("{}", harness::validate::formats::sarif(&report)),
+        ValidateFormat::Junit => println!("{}", harness::validate::formats::junit(&report)),
+    }
+    Ok(exit_code(report.errors() == 0 && rehearsal_ok))
+}
