@@ -52,6 +52,21 @@ async fn login(tenant_url: &str, username: &str, password: &str) -> (u16, Option
     (answer.status, token)
 }
 
+/// Waits (up to 3 minutes) until `url` answers 200.
+async fn wait_for_200(url: &str) {
+    let waited = std::time::Instant::now();
+    loop {
+        if get(url, None).await.0 == 200 {
+            return;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(180),
+            "{url} never answered 200"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn get(url: &str, token: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new().get(url);
     if let Some(token) = token {
@@ -305,19 +320,7 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
     // The supervisor restarts it, as ECS replaces a stopped task: it serves again on its own,
     // and status shows the restart; acme was never touched.
     let acme_pid = after_kill_pids.1;
-    let waited = std::time::Instant::now();
-    loop {
-        let (code, _) = get(&format!("{}health_check", endpoint.url), None).await;
-        if code == 200 {
-            break;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(240),
-            "gamma was not restarted: {:#?}",
-            stack.status().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_200(&format!("{}health_check", endpoint.url)).await;
     let after = stack.status().await.unwrap().unwrap();
     let restarted = after.service("langflow-gamma_3").unwrap();
     assert_eq!(restarted.state, ServiceState::Healthy);
@@ -362,6 +365,56 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
     assert_eq!(prefixes, ["acme", "widgetco"]);
     drop(admin);
     drop(acme_db);
+
+    // Postgres killed under the running instances: the supervisor starts it again on its port
+    // and the instances reconnect by themselves (never restarted); the data is all there.
+    let before = stack.status().await.unwrap().unwrap();
+    let postgres_pid = before.service("postgres").unwrap().pid;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(postgres_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for_200(&format!("{}health_check", acme.url)).await;
+    let (status, _) = login(&acme.url, "admin@acme.com", acme_pw).await;
+    assert_eq!(status, 200, "acme's users survived the Postgres crash");
+    let after = stack.status().await.unwrap().unwrap();
+    assert_eq!(after.service("postgres").unwrap().restarts, 1);
+    assert_ne!(after.service("postgres").unwrap().pid, postgres_pid);
+    for instance in ["langflow-acme", "langflow-widgetco"] {
+        assert_eq!(
+            after.service(instance).unwrap().pid,
+            before.service(instance).unwrap().pid,
+            "{instance} was restarted instead of reconnecting"
+        );
+    }
+
+    // The emulator killed: restarted, and what it kept in memory provisioned again, so acme's
+    // instance (no static keys: IRSA → LangflowRole) stores a file in the bucket again.
+    let aws_pid = after.service("aws").unwrap().pid;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(aws_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let waited = std::time::Instant::now();
+    loop {
+        let status = stack.status().await.unwrap().unwrap();
+        let aws = status.service("aws").unwrap();
+        if aws.restarts == 1 && aws.state == ServiceState::Healthy {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(60), "{status:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, token) = login(&acme.url, "admin@acme.com", acme_pw).await;
+    let uploaded = TenantClient::new(&acme.url)
+        .upload_file(&token.unwrap(), "after-emulator-restart.txt", b"kept")
+        .await;
+    assert!(
+        uploaded.is_ok(),
+        "upload after the emulator restart: {uploaded:?}"
+    );
 
     let marker = stack.run_marker();
     stack.down(true).unwrap();

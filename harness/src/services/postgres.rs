@@ -142,6 +142,7 @@ pub fn prepare_cluster(
 ) -> Result<String> {
     let dirs = PostgresDirs::new(config);
     if dirs.initialised() {
+        clear_stale_lock(&dirs.data)?;
         return known_password.ok_or_else(|| {
             anyhow::anyhow!(
                 "Postgres data in {} has no recorded password (secrets.json is missing); run \
@@ -269,6 +270,35 @@ pub async fn server_spec(
         .await??
     };
     Ok((password, process_spec(config, &bin_dir, run_as, port)))
+}
+
+/// Removes `postmaster.pid` when the postmaster it names is gone. A postmaster killed with -9
+/// whose parent has not collected it yet (a zombie: the `up --foreground` still running, a test
+/// process) passes Postgres's own `kill(pid, 0)` check, and the restart then refuses to start
+/// ("Is another postmaster running?") for as long as the zombie stays.
+fn clear_stale_lock(data: &Path) -> Result<()> {
+    let lock = data.join("postmaster.pid");
+    let Ok(text) = std::fs::read_to_string(&lock) else {
+        return Ok(());
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.chars().next()
+        });
+    if matches!(state, None | Some('Z')) {
+        std::fs::remove_file(&lock)
+            .with_context(|| format!("cannot remove the stale {}", lock.display()))?;
+    }
+    Ok(())
 }
 
 /// Port Postgres listens on inside its container.

@@ -418,14 +418,19 @@ impl Stack {
         Ok(ready)
     }
 
-    /// Records a started service in the shared state and writes the state file.
+    /// Records a started service in the shared state and writes the state file. A service started
+    /// again (repair) keeps the restart count and reason its previous record carries.
     fn record(
         &self,
         state: &Arc<Mutex<RunState>>,
         name: &str,
-        record: ServiceRecord,
+        mut record: ServiceRecord,
     ) -> Result<()> {
         let mut state = state.lock().expect("state lock");
+        if let Some(previous) = state.services.get(name) {
+            record.restarts = previous.restarts;
+            record.last_exit = previous.last_exit.clone();
+        }
         state.services.insert(name.to_string(), record);
         self.files.write_state(&state)
     }

@@ -43,6 +43,14 @@ impl Stack {
                 .unwrap_or_else(|| "exited".into());
             // Whatever is left of it (its process group's children, an exited container).
             let _ = self.runtime.stop(&record.process, STOP_GRACE);
+            // Counted before it starts, so the restart shows as soon as the new one is recorded.
+            {
+                let mut current = state.lock().expect("state lock");
+                if let Some(entry) = current.services.get_mut(&name) {
+                    entry.restarts = record.restarts + 1;
+                    entry.last_exit = Some(reason);
+                }
+            }
             let started = match name.as_str() {
                 "postgres" => self.start_postgres(&state, Some(record.port)).await,
                 "aws" => {
@@ -58,13 +66,6 @@ impl Stack {
                 instance => self.restart_instance(&state, instance, record.port).await,
             }
             .with_context(|| format!("cannot restart {name}"))?;
-            let mut current = state.lock().expect("state lock");
-            if let Some(restarted) = current.services.get_mut(&name) {
-                restarted.restarts = record.restarts + 1;
-                restarted.last_exit = Some(reason);
-            }
-            self.files.write_state(&current)?;
-            drop(current);
             ready.push(started);
         }
         let snapshot = state.lock().expect("state lock").clone();
