@@ -59,6 +59,29 @@ pub async fn server_spec(
     Ok(spec)
 }
 
+/// The emulator's settings, on the host or in a container: listen address and port, region and
+/// account, S3 objects written through to `s3_dir`, IAM enforcement as configured.
+fn emulator_env(config: &Config, bind: &str, port: u16, s3_dir: &str) -> BTreeMap<String, String> {
+    let auth = if config.aws.enforce_iam {
+        "true"
+    } else {
+        "false"
+    };
+    [
+        ("BIND_HOST", bind.to_string()),
+        ("GATEWAY_PORT", port.to_string()),
+        ("MINISTACK_REGION", config.aws.region.clone()),
+        ("MINISTACK_ACCOUNT_ID", config.aws.account_id.clone()),
+        ("S3_PERSIST", "1".to_string()),
+        ("S3_DATA_DIR", s3_dir.to_string()),
+        ("LOG_LEVEL", "INFO".to_string()),
+        ("AUTH", auth.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Port the emulator listens on inside its container.
 pub const CONTAINER_PORT: u16 = 4566;
 
@@ -68,32 +91,14 @@ pub const CONTAINER_PORT: u16 = 4566;
 /// re-provisioned by the harness at every start of the emulator.
 pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
     let work = config.state_dir.join("aws");
-    let env = BTreeMap::from([
-        ("BIND_HOST".to_string(), net::LOOPBACK.to_string()),
-        ("GATEWAY_PORT".to_string(), port.to_string()),
-        ("MINISTACK_REGION".to_string(), config.aws.region.clone()),
-        (
-            "MINISTACK_ACCOUNT_ID".to_string(),
-            config.aws.account_id.clone(),
-        ),
-        // Its pid file and any data it writes stay inside this run's state directory.
-        ("TMPDIR".to_string(), work.display().to_string()),
-        ("S3_PERSIST".to_string(), "1".to_string()),
-        (
-            "S3_DATA_DIR".to_string(),
-            data_dir(config).join("s3").display().to_string(),
-        ),
-        ("LOG_LEVEL".to_string(), "INFO".to_string()),
-        (
-            "AUTH".to_string(),
-            if config.aws.enforce_iam {
-                "true"
-            } else {
-                "false"
-            }
-            .to_string(),
-        ),
-    ]);
+    let mut env = emulator_env(
+        config,
+        &net::LOOPBACK.to_string(),
+        port,
+        &data_dir(config).join("s3").display().to_string(),
+    );
+    // Its pid file and any data it writes stay inside this run's state directory.
+    env.insert("TMPDIR".to_string(), work.display().to_string());
     ProcessSpec {
         name: "aws".into(),
         program: venv.bin("ministack"),
@@ -111,27 +116,7 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
 /// The emulator in a container: the same settings, its S3 objects in the run's `awsdata` volume
 /// (kept across `down`, removed by `down --volumes`), published on `port` (0 = any) of 127.0.0.1.
 pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
-    let env = BTreeMap::from([
-        ("BIND_HOST".to_string(), "0.0.0.0".to_string()),
-        ("GATEWAY_PORT".to_string(), CONTAINER_PORT.to_string()),
-        ("MINISTACK_REGION".to_string(), config.aws.region.clone()),
-        (
-            "MINISTACK_ACCOUNT_ID".to_string(),
-            config.aws.account_id.clone(),
-        ),
-        ("S3_PERSIST".to_string(), "1".to_string()),
-        ("S3_DATA_DIR".to_string(), "/data/s3".to_string()),
-        ("LOG_LEVEL".to_string(), "INFO".to_string()),
-        (
-            "AUTH".to_string(),
-            if config.aws.enforce_iam {
-                "true"
-            } else {
-                "false"
-            }
-            .to_string(),
-        ),
-    ]);
+    let env = emulator_env(config, "0.0.0.0", CONTAINER_PORT, "/data/s3");
     ProcessSpec {
         name: "aws".into(),
         program: "ministack".into(),
