@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,15 +18,8 @@ use harness::runtime::docker::{DockerRuntime, RUN_LABEL};
 use harness::services::{aws, postgres::PgTarget};
 use harness::stack::{ServiceState, Stack, UpOutcome};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn docker_stack(dir: &Path) -> Stack {
-    let config = Config::isolated(&repo_root(), &dir.join("state")).unwrap();
+    let config = Config::isolated(&common::repo_root(), &dir.join("state")).unwrap();
     let marker = harness::runtime::run_marker(&config);
     let runtime = DockerRuntime::connect(&config, &marker)
         .expect("these tests need the Docker engine (`.ci/run` has one)");
@@ -67,15 +60,6 @@ async fn labelled(stack: &Stack) -> (usize, usize) {
     (containers, volumes)
 }
 
-fn password(stack: &Stack) -> String {
-    stack
-        .files()
-        .read_secrets()
-        .unwrap()
-        .postgres_password
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_keep_data_in_volumes_repair_and_sweep() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,7 +75,7 @@ async fn containers_keep_data_in_volumes_repair_and_sweep() {
         assert!(service.url.contains("127.0.0.1:"), "{}", service.url);
     }
     let pg_port = first.status.service("postgres").unwrap().port;
-    let db = PgTarget::superuser(pg_port, &password(&stack), "langflow");
+    let db = PgTarget::superuser(pg_port, &common::postgres_password(&stack), "langflow");
     db.connect()
         .await
         .unwrap()
@@ -121,7 +105,7 @@ async fn containers_keep_data_in_volumes_repair_and_sweep() {
     );
     let second = stack.up().await.expect("second up");
     let pg_port = second.status.service("postgres").unwrap().port;
-    let db = PgTarget::superuser(pg_port, &password(&stack), "langflow");
+    let db = PgTarget::superuser(pg_port, &common::postgres_password(&stack), "langflow");
     let row = db
         .connect()
         .await

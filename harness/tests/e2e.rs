@@ -2,20 +2,15 @@
 //! HTTP only with `--target`, the local-only checks are skipped with their reason); on a stack
 //! deliberately broken by sharing one secret key the suite reports exactly the forged-token checks.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use harness::config::Config;
 use harness::e2e::local::{run, LocalOptions};
 use harness::e2e::{run_against_target, Outcome};
 use harness::runtime::native::NativeRuntime;
 use harness::stack::{Fault, GatewayCommand, Stack};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn gateway() -> GatewayCommand {
     GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"))
@@ -97,10 +92,12 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
         }),
         runtime: Some("native".into()),
     };
-    let local = run(&repo_root(), &gateway(), &options).await.unwrap();
+    let local = run(&common::repo_root(), &gateway(), &options)
+        .await
+        .unwrap();
     let state_dir = local.kept_state_dir.clone().unwrap();
     let _kept = KeptStack {
-        stack: Stack::new(Config::isolated(&repo_root(), &state_dir).unwrap()),
+        stack: Stack::new(Config::isolated(&common::repo_root(), &state_dir).unwrap()),
         dir: state_dir.parent().unwrap().to_path_buf(),
     };
     let names: Vec<String> = local
@@ -165,7 +162,9 @@ async fn shared_secret_key_is_caught_by_exactly_the_forged_token_checks() {
         probe: None,
         runtime: Some("native".into()),
     };
-    let local = run(&repo_root(), &gateway(), &options).await.unwrap();
+    let local = run(&common::repo_root(), &gateway(), &options)
+        .await
+        .unwrap();
     assert_eq!(
         local.report.failed_checks(),
         ["forged-token acme→widgetco", "forged-token widgetco→acme"],

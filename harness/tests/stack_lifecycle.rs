@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::config::Config;
@@ -13,30 +13,14 @@ use harness::runtime::{Liveness, Runtime};
 use harness::services::{aws, postgres::PgTarget};
 use harness::stack::{ServiceState, Stack, UpOutcome};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// A state directory Postgres's OS user can reach (tempdirs live in /tmp).
 fn isolated_stack() -> (tempfile::TempDir, Stack) {
     let dir = tempfile::Builder::new()
         .prefix("lfi-test-")
         .tempdir()
         .unwrap();
-    let config = Config::isolated(&repo_root(), &dir.path().join("state")).unwrap();
+    let config = Config::isolated(&common::repo_root(), &dir.path().join("state")).unwrap();
     (dir, Stack::new(config).infra_only())
-}
-
-fn postgres_password(stack: &Stack) -> String {
-    stack
-        .files()
-        .read_secrets()
-        .unwrap()
-        .postgres_password
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +39,7 @@ async fn up_status_query_s3_then_down_leaves_no_process() {
         .iter()
         .find(|s| s.name == "postgres")
         .unwrap();
-    let target = PgTarget::superuser(pg.port, &postgres_password(&stack), "langflow");
+    let target = PgTarget::superuser(pg.port, &common::postgres_password(&stack), "langflow");
     let client = target.connect().await.unwrap();
     let row = client
         .query_one(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Running;
@@ -16,20 +15,14 @@ use harness::services::postgres::PgTarget;
 use harness::stack::{GatewayCommand, ServiceState, Stack, UpOutcome};
 use harness::tenancy::{Tenancy, OPERATOR_USERNAME};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// A stack in its own temp state dir (reachable by Postgres's OS user) with the given tenants file.
 fn isolated_stack(tenants_yaml: &str) -> (tempfile::TempDir, Running) {
     let dir = tempfile::Builder::new()
         .prefix("lfi-tenancy-")
         .tempdir()
         .unwrap();
-    let mut config = Config::isolated_with_tenants(&repo_root(), dir.path(), tenants_yaml).unwrap();
+    let mut config =
+        Config::isolated_with_tenants(&common::repo_root(), dir.path(), tenants_yaml).unwrap();
     // This test logs in more often than Langflow's default 5 per minute from one address.
     config.langflow.login_rate_limit_per_minute = 100;
     let gateway = GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"));

@@ -5,7 +5,9 @@
 //! no Langflow, no emulator, no state shared between tests. (Schema-add that succeeds, users and
 //! their passwords are covered with real Langflow in `tenancy.rs`.)
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use harness::config::Config;
 use harness::state::StateFiles;
@@ -16,13 +18,6 @@ use testcontainers::{ContainerAsync, ImageExt};
 use testcontainers_modules::postgres::Postgres;
 
 const PASSWORD: &str = "tenancy-sql-test";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// A fresh Postgres container, published on 127.0.0.1 only; its host port.
 async fn throwaway_postgres(config: &Config) -> (ContainerAsync<Postgres>, u16) {
@@ -72,7 +67,7 @@ async fn throwaway_postgres(config: &Config) -> (ContainerAsync<Postgres>, u16) 
 }
 
 fn isolated_config(dir: &Path) -> Config {
-    Config::isolated(&repo_root(), &dir.join("state")).unwrap()
+    Config::isolated(&common::repo_root(), &dir.join("state")).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

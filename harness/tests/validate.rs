@@ -1,21 +1,14 @@
 //! `validate` on the project's own templates (clean, cfn-lint included) and on deliberately broken
 //! fixtures under fixtures/cfn/, each asserting the exact finding it must produce.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use harness::config::Config;
 use harness::validate::{run, Severity, ValidateOptions};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// `severity check rule file:line` of every finding of a fixture (cfn-lint off unless asked).
 async fn findings(case: &str, lint: bool) -> Vec<String> {
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let options = ValidateOptions {
         dir: root.join("fixtures/cfn").join(case),
@@ -38,7 +31,7 @@ async fn findings(case: &str, lint: bool) -> Vec<String> {
 
 #[tokio::test]
 async fn project_templates_pass_clean_with_cfn_lint() {
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let options = ValidateOptions {
         dir: root.join("aws"),
@@ -113,11 +106,11 @@ async fn cfn_lint_findings_join_the_report() {
 
 #[tokio::test]
 async fn missing_directory_is_a_clear_error() {
-    let config = Config::load(&repo_root()).unwrap();
+    let config = Config::load(&common::repo_root()).unwrap();
     let options = ValidateOptions {
-        dir: repo_root().join("no-such-dir"),
+        dir: common::repo_root().join("no-such-dir"),
         lint: false,
-        rules: repo_root().join("rules"),
+        rules: common::repo_root().join("rules"),
         extra_rules: Vec::new(),
     };
     let err = run(&config, &options).await.unwrap_err().to_string();
@@ -127,7 +120,7 @@ async fn missing_directory_is_a_clear_error() {
 /// `rule line message` of the guard findings for one fixture under fixtures/cfn/guard/.
 fn guard_findings(rule: &str) -> Vec<String> {
     use harness::validate::{guard, params, template};
-    let root = repo_root();
+    let root = common::repo_root();
     let dir = root.join("fixtures/cfn/guard");
     let file = format!("{rule}-stack.cfn.yaml");
     let loaded = template::load(&dir.join(&file), &file).unwrap();
@@ -231,7 +224,7 @@ fn each_guard_rule_catches_its_fixture() {
 
 #[tokio::test]
 async fn sarif_and_junit_carry_the_findings() {
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let options = ValidateOptions {
         dir: root.join("fixtures/cfn/dangling-import"),
@@ -261,7 +254,7 @@ async fn sarif_and_junit_carry_the_findings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rehearsal_deploys_the_four_stacks_into_the_emulator() {
     use harness::validate::rehearse;
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let (templates, params) = rehearse::load_inputs(&root.join("aws")).unwrap();
     let rehearsal = rehearse::run(&config, &templates, &params, "dev")
@@ -303,7 +296,7 @@ async fn rehearsal_deploys_the_four_stacks_into_the_emulator() {
 }
 
 fn irsa_findings(case: &str) -> Vec<String> {
-    let base = repo_root().join("fixtures/irsa");
+    let base = common::repo_root().join("fixtures/irsa");
     let dir = base.join(case);
     harness::validate::irsa::check(&dir.join("k8s"), &dir.join("iam"), "000000000000", &base)
         .iter()
@@ -314,7 +307,7 @@ fn irsa_findings(case: &str) -> Vec<String> {
 #[test]
 fn irsa_manifests_must_agree_with_the_trust_policy() {
     // The repository's own k8s/ and iam/ agree.
-    let root = repo_root();
+    let root = common::repo_root();
     let clean =
         harness::validate::irsa::check(&root.join("k8s"), &root.join("iam"), "000000000000", &root);
     assert!(clean.is_empty(), "{clean:#?}");

@@ -13,6 +13,8 @@
 //! Every run must return a report (exit 0 or 1 for the binary, JSON on stdout), list or reject
 //! every template with a finding, never panic, and stay within the time bounds below.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,18 +32,11 @@ const PER_BINARY_RUN: Duration = Duration::from_secs(30);
 /// Address-space limit for the binary runs (`ulimit -v`, KiB): bounded memory.
 const BINARY_MEMORY_KIB: u64 = 4 * 1024 * 1024;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn options(dir: &Path, lint: bool, extra_rules: Vec<PathBuf>) -> ValidateOptions {
     ValidateOptions {
         dir: dir.to_path_buf(),
         lint,
-        rules: repo_root().join("rules"),
+        rules: common::repo_root().join("rules"),
         extra_rules,
     }
 }
@@ -76,7 +71,7 @@ fn check_failures(report: &ValidateReport) -> Vec<String> {
 
 #[tokio::test]
 async fn hand_written_corpus_gets_every_finding_with_cfn_lint() {
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let started = Instant::now();
     let report = run(
@@ -149,7 +144,7 @@ async fn hand_written_corpus_gets_every_finding_with_cfn_lint() {
 
 #[tokio::test]
 async fn a_rule_pack_of_the_users_own_is_evaluated_like_ours() {
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let report = run(
         &config,
@@ -221,7 +216,7 @@ struct Variant {
 
 /// Our own templates: (stack type, file name, text, JSON form).
 fn our_templates() -> Vec<(String, String, String, Value)> {
-    let root = repo_root();
+    let root = common::repo_root();
     let mut out = Vec::new();
     for path in [
         "aws/vpc-stack.cfn.yaml",
@@ -514,7 +509,7 @@ fn vm_hwm_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutated_templates_never_abort_the_report() {
-    let root = repo_root();
+    let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let variants = variants();
     let work = tempfile::tempdir().unwrap();
@@ -701,7 +696,7 @@ fn xtask_binary() -> PathBuf {
         .to_path_buf();
     let status = std::process::Command::new(env!("CARGO"))
         .args(["build", "--quiet", "-p", "xtask"])
-        .current_dir(repo_root())
+        .current_dir(common::repo_root())
         .status()
         .expect("cargo runs");
     assert!(status.success(), "cargo build -p xtask failed");
@@ -729,7 +724,7 @@ fn validate_binary(binary: &Path, args: &[&str]) -> (i32, String, f64) {
 
 #[test]
 fn the_binary_always_prints_a_report_and_exits_0_or_1() {
-    let root = repo_root();
+    let root = common::repo_root();
     let binary = xtask_binary();
     let hostile = tempfile::tempdir().unwrap();
     let dir = hostile.path().join("hostile");

@@ -606,15 +606,7 @@ impl DockerfileBuild<'_> {
         for id in stage_images {
             remove_quietly(docker, &id).await;
         }
-        if let Some(old_id) = previous.and_then(|p| p.id) {
-            if image.id.as_deref() != Some(old_id.as_str()) {
-                remove_quietly(docker, &old_id).await;
-            }
-        }
-        let size = image_size(&image);
-        if let Some(step) = step {
-            step.finish(crate::report::megabytes(Some(size)));
-        }
+        let size = replace_previous(docker, &image, previous, step).await;
         Ok(BuildReport {
             service: spec.service.to_string(),
             tag: spec.local.clone(),
@@ -759,6 +751,26 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Removes an image if nothing uses it; errors are ignored (it stays, dangling).
+/// The end of a successful build of `image`: the image it replaced (`previous`, unless the build
+/// reused it) is removed, the step finishes with the size, which is returned.
+async fn replace_previous(
+    docker: &Docker,
+    image: &ImageInspect,
+    previous: Option<ImageInspect>,
+    step: Option<Step>,
+) -> u64 {
+    if let Some(old_id) = previous.and_then(|p| p.id) {
+        if image.id.as_deref() != Some(old_id.as_str()) {
+            remove_quietly(docker, &old_id).await;
+        }
+    }
+    let size = image_size(image);
+    if let Some(step) = step {
+        step.finish(crate::report::megabytes(Some(size)));
+    }
+    size
+}
+
 async fn remove_quietly(docker: &Docker, id: &str) {
     let options = RemoveImageOptionsBuilder::default()
         .force(false)
@@ -1074,15 +1086,7 @@ async fn bootstrap_base(
     let image = inspect(docker, BASE_TAG)
         .await?
         .ok_or_else(|| anyhow!("importing {BASE_TAG} ended without the image"))?;
-    if let Some(old_id) = previous.and_then(|p| p.id) {
-        if image.id.as_deref() != Some(old_id.as_str()) {
-            remove_quietly(docker, &old_id).await;
-        }
-    }
-    let size = image_size(&image);
-    if let Some(step) = step {
-        step.finish(crate::report::megabytes(Some(size)));
-    }
+    let size = replace_previous(docker, &image, previous, step).await;
     Ok(BuildReport {
         service: "base".into(),
         tag: BASE_TAG.into(),

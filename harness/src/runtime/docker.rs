@@ -37,6 +37,7 @@ use super::{
     StopOutcome, StopSignal, RUN_MARKER_ENV,
 };
 use crate::config::Config;
+use crate::docker::is_not_found;
 
 /// Label carrying the run marker (the run's canonical state directory) on everything a run
 /// creates.
@@ -144,16 +145,6 @@ pub fn volume_name(marker: &str, suffix: &str) -> String {
 
 fn run_filter(marker: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), vec![format!("{RUN_LABEL}={marker}")])])
-}
-
-fn is_not_found(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 impl DockerRuntime {
@@ -393,6 +384,18 @@ impl DockerRuntime {
         Ok((id, name.to_string(), image))
     }
 
+    fn start_container(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        let id = id.to_string();
+        self.exec.run(move |docker| async move {
+            docker
+                .start_container(
+                    &id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+        })
+    }
+
     fn inspect(&self, id: &str) -> Option<bollard::models::ContainerInspectResponse> {
         let id = id.to_string();
         self.exec.run(move |docker| async move {
@@ -473,18 +476,7 @@ impl Runtime for DockerRuntime {
                 .map(|c| c.container_port)
                 .unwrap_or(0)
         );
-        let started = {
-            let id = id.clone();
-            self.exec.run(move |docker| async move {
-                docker
-                    .start_container(
-                        &id,
-                        None::<bollard::query_parameters::StartContainerOptions>,
-                    )
-                    .await
-            })
-        };
-        if let Err(e) = started {
+        if let Err(e) = self.start_container(&id) {
             let _ = self.remove_container(&id);
             return Err(e).context(format!("cannot start container {name}"));
         }
@@ -531,15 +523,9 @@ impl Runtime for DockerRuntime {
             &format!("{}-{}", spec.name, crate::secret::hex(4)),
         );
         let (id, name, _) = self.create(spec, &name, false)?;
-        let waited = {
+        let waited = self.start_container(&id).and_then(|()| {
             let id = id.clone();
             self.exec.run(move |docker| async move {
-                docker
-                    .start_container(
-                        &id,
-                        None::<bollard::query_parameters::StartContainerOptions>,
-                    )
-                    .await?;
                 let mut wait = docker
                     .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
                 match tokio::time::timeout(timeout, wait.next()).await {
@@ -547,7 +533,7 @@ impl Runtime for DockerRuntime {
                     Err(_) => Ok(false),
                 }
             })
-        };
+        });
         let result = (|| {
             let finished = waited.with_context(|| format!("cannot run container {name}"))?;
             let (stdout, stderr) = self.logs_of(&id)?;

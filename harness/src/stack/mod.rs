@@ -852,11 +852,6 @@ fn finish_step<T>(step: Step, result: &Result<T>) {
     }
 }
 
-/// The last non-empty line of a log file.
-pub fn last_log_line(log: &Path) -> Option<String> {
-    last_line(&std::fs::read_to_string(log).ok()?)
-}
-
 /// The last non-empty line of a text, at most 300 characters.
 fn last_line(text: &str) -> Option<String> {
     text.lines()

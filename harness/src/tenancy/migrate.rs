@@ -105,15 +105,7 @@ pub async fn upgrade_to_head(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     step.set_message(format!("migrating schema {}", target.user));
-    let env: BTreeMap<String, String> = env
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .chain([(
-            "PATH".to_string(),
-            std::env::var("PATH").unwrap_or_default(),
-        )])
-        .filter(|(k, _)| !(launcher.placement.containers && k == "PATH"))
-        .collect();
+    let env: BTreeMap<String, String> = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let spec = launcher.python_spec(
         &format!("migrate-{}", target.user),
         vec!["-c".into(), MIGRATE_SCRIPT.into()],

@@ -77,21 +77,18 @@ impl Ctx<'_> {
                 Some(known(items.first()?)? == known(items.get(1)?)?)
             }
             "Fn::Not" => Some(!self.truth(arg.as_array()?.first()?, depth + 1)?),
-            "Fn::And" => {
+            "Fn::And" | "Fn::Or" => {
                 let all: Option<Vec<bool>> = arg
                     .as_array()?
                     .iter()
                     .map(|c| self.truth(c, depth + 1))
                     .collect();
-                Some(all?.into_iter().all(|b| b))
-            }
-            "Fn::Or" => {
-                let all: Option<Vec<bool>> = arg
-                    .as_array()?
-                    .iter()
-                    .map(|c| self.truth(c, depth + 1))
-                    .collect();
-                Some(all?.into_iter().any(|b| b))
+                let mut all = all?.into_iter();
+                Some(if key == "Fn::And" {
+                    all.all(|b| b)
+                } else {
+                    all.any(|b| b)
+                })
             }
             _ => None,
         }
