@@ -3,6 +3,7 @@
 //! checks it. The `xtask` crate is a thin command line over this library.
 
 pub mod bench;
+pub mod browser;
 pub mod config;
 pub mod credentials;
 pub mod docker;
