@@ -17,7 +17,8 @@ chmod=0700
 
 [supervisord]
 nodaemon=true
-logfile=/dev/stdout
+; in the foreground supervisord logs to stdout itself: a log file would print every line twice
+logfile=/dev/null
 logfile_maxbytes=0
 loglevel=info
 pidfile={run}/supervisord.pid
