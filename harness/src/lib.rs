@@ -3,8 +3,10 @@
 //! checks it. The `xtask` crate is a thin command line over this library.
 
 pub mod bench;
+pub mod bundle;
 pub mod browser;
 pub mod config;
+pub mod devenv;
 pub mod credentials;
 pub mod docker;
 pub mod e2e;
