@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bundle;
 pub mod browser;
+pub mod compose;
 pub mod config;
 pub mod devenv;
 pub mod credentials;

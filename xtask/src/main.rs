@@ -11,6 +11,7 @@ use harness::config::{find_root, Config};
 use harness::stack::{GatewayCommand, Stack};
 
 mod bench;
+mod compose;
 mod creds;
 mod e2e;
 mod env;
@@ -72,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         command: images::ImagesCommand,
     },
+    /// compose/docker-compose.yml for docker-compose users, rendered from the harness's service
+    /// definitions (`render`, or `render --check` to compare).
+    Compose {
+        #[command(subcommand)]
+        command: compose::ComposeCommand,
+    },
     /// Serve the identity server: OIDC issuer + STS gate (started by `up`; not for direct use).
     #[command(hide = true)]
     IdentityServe(serve::IdentityArgs),
@@ -123,6 +130,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&find_root(&workspace_root()))?;
             return images::run(&config, command).await;
         }
+        Command::Compose { command } => {
+            let config = Config::load(&find_root(&workspace_root()))?;
+            return compose::run(&config, command);
+        }
         Command::CredsProbe => return creds::probe().await,
         command => command,
     };
@@ -144,7 +155,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::IdentityServe(_)
         | Command::Supervise(_)
         | Command::CredsProbe
-        | Command::Images { .. } => unreachable!("handled above"),
+        | Command::Images { .. }
+        | Command::Compose { .. } => unreachable!("handled above"),
         Command::Up(args) => stack_cmds::up(stack, args).await,
         Command::Status(args) => stack_cmds::status(&stack, args).await,
         Command::Logs(args) => stack_cmds::logs(&stack, args).await,
