@@ -54,7 +54,12 @@ fn s(value: impl Into<String>) -> Node {
 }
 
 fn map(entries: Vec<(&str, Node)>) -> Node {
-    Node::Map(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Node::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn list<I: IntoIterator<Item = String>>(items: I) -> Node {
@@ -225,7 +230,10 @@ pub fn multi_tenant_env(config: &Config) -> BTreeMap<String, String> {
             format!("http://{AWS}:{}", aws::CONTAINER_PORT),
         ),
         ("AWS_ACCESS_KEY_ID", aws::EMULATOR_ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY", aws::EMULATOR_SECRET_KEY.to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            aws::EMULATOR_SECRET_KEY.to_string(),
+        ),
         ("AWS_DEFAULT_REGION", config.aws.region.clone()),
         ("AWS_REGION", config.aws.region.clone()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
@@ -259,7 +267,10 @@ fn bucket_script(config: &Config) -> String {
 pub fn render(config: &Config) -> Result<String> {
     let tag = |service: &str| images::image_spec(config, service).map(|s| s.local);
     let pg = postgres::container_spec(config, PASSWORD_MARK, 0);
-    let pg_container = pg.container.as_ref().context("postgres has a container form")?;
+    let pg_container = pg
+        .container
+        .as_ref()
+        .context("postgres has a container form")?;
     let pg_env: BTreeMap<String, String> = pg_container
         .env
         .iter()
@@ -284,7 +295,10 @@ pub fn render(config: &Config) -> Result<String> {
         ("command", list(pg_container.command.clone())),
         ("environment", env_map(&pg_env)),
         ("volumes", named_volumes(pg_container)),
-        ("ports", published("POSTGRES_PORT", pg_container.container_port)),
+        (
+            "ports",
+            published("POSTGRES_PORT", pg_container.container_port),
+        ),
         ("stop_signal", s(stop_signal(pg.stop_signal))),
         (
             "healthcheck",
@@ -331,10 +345,7 @@ pub fn render(config: &Config) -> Result<String> {
     let aws_init = map(vec![
         ("image", image("AWS_IMAGE", &tag("aws")?)),
         ("entrypoint", list(["python3".to_string()])),
-        (
-            "command",
-            list(["-c".to_string(), bucket_script(config)]),
-        ),
+        ("command", list(["-c".to_string(), bucket_script(config)])),
         ("restart", s("no")),
         (
             "depends_on",
@@ -348,7 +359,10 @@ pub fn render(config: &Config) -> Result<String> {
         ),
         ("environment", env_map(&multi_tenant_env(config))),
         ("volumes", list(["lfmtdata:/var/lib/lfmt".to_string()])),
-        ("ports", published("LANGFLOW_PORT", langflow::CONTAINER_PORT)),
+        (
+            "ports",
+            published("LANGFLOW_PORT", langflow::CONTAINER_PORT),
+        ),
         ("stop_signal", s("SIGTERM")),
         ("stop_grace_period", s("30s")),
         (
@@ -525,8 +539,8 @@ mod tests {
         let path = config.root.join("aws/apps/fargate-stack.cfn.yaml");
         let template = crate::validate::template::load(&path, "fargate-stack.cfn.yaml")
             .unwrap_or_else(|f| panic!("{}", f.message));
-        let container = &template.body["Resources"]["TaskDefinition"]["Properties"]
-            ["ContainerDefinitions"][0];
+        let container =
+            &template.body["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0];
         let env = multi_tenant_env(&config);
         let mut names = Vec::new();
         for section in ["Environment", "Secrets"] {

@@ -181,7 +181,10 @@ async fn compose_file_runs_the_reference_image_end_to_end() {
     // Bad input: one line on stderr, exit 1, nothing made.
     for (args, needle) in [
         (vec!["schema-add", "--prefix", "acme"], "already exists"),
-        (vec!["schema-add", "--prefix", "bad prefix"], "invalid prefix"),
+        (
+            vec!["schema-add", "--prefix", "bad prefix"],
+            "invalid prefix",
+        ),
         (
             vec![
                 "user-add",
@@ -206,7 +209,10 @@ async fn compose_file_runs_the_reference_image_end_to_end() {
     let mut tenants = Vec::new();
     for (prefix, schema) in &schemas {
         let mut passwords = Vec::new();
-        for username in [format!("admin@{prefix}.com"), "shared-user@example.com".into()] {
+        for username in [
+            format!("admin@{prefix}.com"),
+            "shared-user@example.com".into(),
+        ] {
             let out = project.tenantmgr(&[
                 "user-add",
                 "--schema",
@@ -330,8 +336,8 @@ async fn compose_file_runs_the_reference_image_end_to_end() {
         "DB_PASSWORD=",
         "langflow",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "started without DB_PASSWORD");
     assert!(stderr.contains("DB_PASSWORD is not set"), "{stderr}");
 }
