@@ -320,6 +320,9 @@ impl Config {
         if let Some(v) = var("LANGFLOW_INFRA_STATE_DIR") {
             self.state_dir = v.into();
         }
+        if let Some(v) = var("LANGFLOW_INFRA_TENANTS_FILE") {
+            self.tenants_file = v.into();
+        }
         if let Some(v) = var("LANGFLOW_INFRA_CACHE_DIR") {
             self.cache_dir = v.into();
         }

@@ -3,8 +3,9 @@
 //! checks it. The `xtask` crate is a thin command line over this library.
 
 pub mod bench;
-pub mod bundle;
 pub mod browser;
+pub mod bundle;
+pub mod chaos;
 pub mod compose;
 pub mod config;
 pub mod devenv;

@@ -318,3 +318,48 @@ pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> Stri
         }
     )
 }
+
+/// The chaos results table and a one-line summary.
+pub fn chaos_table(report: &crate::chaos::ChaosReport) -> String {
+    use crate::e2e::Outcome;
+    let mut table = table(&[
+        "scenario",
+        "result",
+        "sent",
+        "failed",
+        "max outage s",
+        "recovery s",
+        "data lost",
+        "evidence",
+    ]);
+    let secs = |ms: f64| format!("{:.1}", ms / 1000.0);
+    for r in &report.results {
+        let (text, color) = match r.outcome {
+            Outcome::Pass => ("pass", Color::Green),
+            Outcome::Fail => ("FAIL", Color::Red),
+            Outcome::Skip => ("skip", Color::Yellow),
+        };
+        table.add_row(vec![
+            Cell::new(&r.scenario),
+            Cell::new(text).fg(color),
+            Cell::new(r.requests_sent),
+            Cell::new(r.requests_failed),
+            Cell::new(secs(r.max_outage_ms)),
+            Cell::new(r.recovery_ms.map(secs).unwrap_or_else(|| "-".into())),
+            Cell::new(r.data_lost),
+            Cell::new(&r.evidence),
+        ]);
+    }
+    let count = |o: Outcome| report.results.iter().filter(|r| r.outcome == o).count();
+    format!(
+        "{table}\n{} passed, {} failed, {} skipped on the {} runtime; load {} req/s per tenant ({}); up {:.1}s, total {:.1}s",
+        count(Outcome::Pass),
+        count(Outcome::Fail),
+        count(Outcome::Skip),
+        report.runtime,
+        report.rps_per_tenant,
+        report.tenants.join(", "),
+        report.up_secs,
+        report.total_secs
+    )
+}

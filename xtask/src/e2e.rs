@@ -107,7 +107,7 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
 }
 
 /// Writes a report file, creating its directory.
-fn write_report(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_report(path: &Path, contents: &str) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -11,6 +11,7 @@ use harness::config::{find_root, Config};
 use harness::stack::{GatewayCommand, Stack};
 
 mod bench;
+mod chaos;
 mod compose;
 mod creds;
 mod e2e;
@@ -59,6 +60,10 @@ enum Command {
     /// The tenant-isolation suite: brings up an isolated stack with two tenants (beside any
     /// `up`), runs every check, prints a table, tears down. Exit 1 when a check fails.
     E2e(e2e::E2eArgs),
+    /// The resilience suite: kill -9 of each service under a bounded load, SIGINT/SIGTERM to
+    /// `up` at random points, a read-only or full state dir on schema-add — on an isolated stack,
+    /// with figures (requests failed, outage, recovery, data lost). Exit 1 when a scenario fails.
+    Chaos(chaos::ChaosArgs),
     /// Check the CloudFormation templates: parsing, cfn-lint, cross-stack wiring, parameter files
     /// (exit 1 on any error-level finding).
     Validate(validate::ValidateArgs),
@@ -142,7 +147,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let starting = matches!(command, Command::Up(_) | Command::Creds { .. });
     let isolated = matches!(
         command,
-        Command::E2e(_) | Command::Validate(_) | Command::Bench(_)
+        Command::E2e(_) | Command::Validate(_) | Command::Bench(_) | Command::Chaos(_)
     );
     let stack = if isolated {
         Stack::new(Config::load(&find_root(&workspace_root()))?)
@@ -165,6 +170,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Env(args) => env::run(&stack, args).await,
         Command::Creds { command } => creds::run(&stack, command).await,
         Command::E2e(args) => e2e::run(&stack, args, cli.runtime).await,
+        Command::Chaos(args) => chaos::run(&stack, args, cli.runtime).await,
         Command::Validate(args) => validate::run(&stack, args).await,
         Command::Bench(args) => bench::run(&stack, args, cli.runtime.as_deref()).await,
     }

@@ -151,3 +151,20 @@ fn auto_runtime_without_an_engine_says_so_and_runs_natively() {
     assert_eq!(report["status"]["runtime"], "native");
     assert!(down.status.success());
 }
+
+#[test]
+fn bad_chaos_input_is_one_line_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    for (args, needle) in [
+        (
+            &["chaos", "--scenario", "kill-everything"][..],
+            "unknown chaos scenario \"kill-everything\"; pick from kill-tenant,",
+        ),
+        (&["chaos", "--rps", "0"][..], "--rps 0 is out of range"),
+    ] {
+        let output = xtask(&state, args);
+        assert_one_line_error(&output, needle);
+    }
+    assert!(!state.exists(), "nothing may be created on bad input");
+}

@@ -2,7 +2,8 @@
 
 use super::{E2eReport, Outcome};
 
-fn escape(text: &str) -> String {
+/// `text` escaped for an XML attribute or text node (control characters dropped).
+pub fn escape(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '&' => "&amp;".to_string(),

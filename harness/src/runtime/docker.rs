@@ -724,6 +724,63 @@ impl Runtime for DockerRuntime {
             Ok(())
         })
     }
+
+    fn kill(&self, process: &RunningProcess) -> Result<()> {
+        let Some(container) = &process.container else {
+            return NativeRuntime.kill(process);
+        };
+        let id = container.id.clone();
+        self.exec
+            .run(move |docker| async move {
+                docker
+                    .kill_container(
+                        &id,
+                        Some(
+                            bollard::query_parameters::KillContainerOptionsBuilder::new()
+                                .signal("SIGKILL")
+                                .build(),
+                        ),
+                    )
+                    .await
+            })
+            .with_context(|| format!("cannot kill container {}", container.name))
+    }
+
+    fn leftovers(&self, run_marker: &str) -> Vec<String> {
+        let filter = run_filter(run_marker);
+        let network = network_name(run_marker);
+        let mut found: Vec<String> = self.exec.run(move |docker| async move {
+            let containers = docker
+                .list_containers(Some(
+                    ListContainersOptionsBuilder::new()
+                        .all(true)
+                        .filters(&filter)
+                        .build(),
+                ))
+                .await
+                .unwrap_or_default();
+            let mut found: Vec<String> = containers
+                .into_iter()
+                .map(|c| {
+                    let name = c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default();
+                    format!("container {}", name.trim_start_matches('/'))
+                })
+                .collect();
+            if docker
+                .inspect_network(&network, None::<bollard::query_parameters::InspectNetworkOptions>)
+                .await
+                .is_ok()
+            {
+                found.push(format!("network {network}"));
+            }
+            found
+        });
+        found.extend(NativeRuntime.leftovers(run_marker));
+        found
+    }
 }
 
 /// Engine access and image resolution (see `crate::docker`).

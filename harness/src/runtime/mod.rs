@@ -284,4 +284,10 @@ pub trait Runtime: Send + Sync {
     fn sweep(&self, run_marker: &str, grace: Duration) -> usize;
     /// Removes the run's data volumes (`down --volumes`).
     fn remove_volumes(&self, run_marker: &str) -> Result<()>;
+    /// Kills the service at once (SIGKILL to its process group, or to its container), as a crash
+    /// would; nothing is cleaned up, so recovery can be observed (chaos scenarios).
+    fn kill(&self, process: &RunningProcess) -> Result<()>;
+    /// What of the run `run_marker` is still around (processes, containers), described; empty
+    /// when the run left nothing behind.
+    fn leftovers(&self, run_marker: &str) -> Vec<String>;
 }

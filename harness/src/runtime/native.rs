@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
@@ -305,6 +305,27 @@ impl Runtime for NativeRuntime {
     fn remove_volumes(&self, _run_marker: &str) -> Result<()> {
         // Native data lives in the state directory; `down --volumes` removes it there.
         Ok(())
+    }
+
+    fn kill(&self, process: &RunningProcess) -> Result<()> {
+        if self.liveness(process) == Liveness::Exited {
+            bail!("{} is not running", process.describe());
+        }
+        killpg(Pid::from_raw(process.pid), Signal::SIGKILL)
+            .with_context(|| format!("cannot kill process group {}", process.pid))
+    }
+
+    fn leftovers(&self, run_marker: &str) -> Vec<String> {
+        reap_children();
+        Self::processes_of_run(run_marker)
+            .into_iter()
+            .map(|pid| {
+                let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .unwrap_or_default();
+                format!("pid {pid} ({})", command.trim())
+            })
+            .collect()
     }
 }
 

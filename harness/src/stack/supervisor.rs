@@ -134,9 +134,17 @@ pub async fn run(input: &Path) -> Result<()> {
     let mut backoff: BTreeMap<String, Backoff> = BTreeMap::new();
     loop {
         tokio::time::sleep(POLL).await;
-        let Some(state) = stack.files.read_state()? else {
-            println!("supervisor: the run's state is gone; exiting");
-            return Ok(());
+        // A passing error (a full or read-only disk) must not end the supervision.
+        let state = match stack.files.read_state() {
+            Ok(Some(state)) => state,
+            Ok(None) => {
+                println!("supervisor: the run's state is gone; exiting");
+                return Ok(());
+            }
+            Err(e) => {
+                println!("supervisor: cannot read the run's state ({e:#}); retrying");
+                continue;
+            }
         };
         let down = down_services(&stack, &state);
         let due: Vec<String> = down
@@ -151,11 +159,21 @@ pub async fn run(input: &Path) -> Result<()> {
             continue;
         }
         // Only while nobody else changes the run; look again under the lock.
-        let Some(_lock) = stack.files.try_lock()? else {
-            continue;
+        let _lock = match stack.files.try_lock() {
+            Ok(Some(lock)) => lock,
+            Ok(None) => continue,
+            Err(e) => {
+                println!("supervisor: cannot take the state lock ({e:#}); retrying");
+                continue;
+            }
         };
-        let Some(state) = stack.files.read_state()? else {
-            return Ok(());
+        let state = match stack.files.read_state() {
+            Ok(Some(state)) => state,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                println!("supervisor: cannot read the run's state ({e:#}); retrying");
+                continue;
+            }
         };
         let due: Vec<String> = down_services(&stack, &state)
             .into_iter()

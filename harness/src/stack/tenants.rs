@@ -85,6 +85,10 @@ pub struct Provisioned {
     pub created: Vec<TenantSchema>,
     /// Users created by this `up`, with their passwords (shown once).
     pub credentials: Vec<IssuedCredentials>,
+    /// Schemas of `schema-add`s cut off half-way (an interrupted `up`) that this `up` removed;
+    /// they had never been listed or served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_unfinished: Vec<String>,
 }
 
 impl Stack {
@@ -119,6 +123,9 @@ impl Stack {
         let fixture = TenantsFixture::load(&self.config.tenants_file)?;
         let snapshot = state.lock().expect("state lock").clone();
         let tenancy = self.tenancy_in_run(&snapshot)?;
+        // A schema-add cut off half-way (an interrupted `up`) is no tenant: remove it before
+        // starting new ones (up holds the state lock: none is in progress).
+        let removed_unfinished = tenancy.remove_unfinished().await?;
         let existing = tenancy.schema_list().await?;
         let missing: Vec<&str> = fixture
             .tenants
@@ -135,6 +142,7 @@ impl Stack {
         Ok(Provisioned {
             created,
             credentials: Vec::new(),
+            removed_unfinished,
         })
     }
 

@@ -8,7 +8,10 @@
 //!
 //! Invariants:
 //! - every identifier reaching SQL is validated ([`naming`]) *and* quoted ([`crate::sql`]);
-//! - a failed `schema_add` leaves no role, schema or secret behind;
+//! - a failed `schema_add` leaves no role, schema or secret behind; one cut off half-way (its
+//!   process killed or interrupted) leaves a schema marked [`PROVISIONING_COMMENT`], which is
+//!   never listed or served and is removed by the next `schema-add` or `up`
+//!   ([`Tenancy::remove_unfinished`]);
 //! - user passwords are stored only as bcrypt `$2b$12$` hashes; generated ones are returned once.
 
 pub mod fixture;
@@ -27,6 +30,9 @@ use crate::state::{StateFiles, TenantSecrets};
 
 /// Comment put on every tenant schema; schema listing is driven by it.
 pub const SCHEMA_COMMENT: &str = "langflow-infra tenant";
+/// Comment of a tenant schema whose `schema-add` has not finished (migration, operator user):
+/// not a tenant yet. It becomes [`SCHEMA_COMMENT`] as the last step.
+pub const PROVISIONING_COMMENT: &str = "langflow-infra tenant (provisioning)";
 /// The superuser every tenant instance is started with (`LANGFLOW_SUPERUSER`): Langflow 1.13
 /// refuses to start with auto-login off unless one is configured. Created by `schema-add` with a
 /// generated password kept in `secrets.json`; the harness uses it for operator tasks.
@@ -238,6 +244,10 @@ impl Tenancy {
     pub async fn schema_add(&self, prefix: &str) -> Result<TenantSchema> {
         naming::validate_prefix(prefix)?;
         let _lock = self.lock()?;
+        if !self.caller_holds_lock {
+            // Alone under the state lock: no other schema-add can be in progress.
+            self.remove_unfinished().await?;
+        }
         if let Some(existing) = self.find_prefix(prefix).await? {
             bail!(
                 "prefix '{prefix}' already exists as schema {}; pick another prefix or remove it with \
@@ -266,19 +276,35 @@ impl Tenancy {
             })?;
             let target = self.tenant_target(&schema)?;
             migrate::upgrade_to_head(&self.config, &self.migrator, &target).await?;
-            self.user_add(
+            insert_user(
+                &client,
+                &format!("{}.\"user\"", quote_ident(&schema)),
                 &schema,
                 OPERATOR_USERNAME,
-                Some(&secrets.operator_password),
+                &secrets.operator_password,
                 true,
             )
-            .await
-            .map(|_| ())
+            .await?;
+            // The last step: from now on it is a tenant.
+            client
+                .execute(
+                    &format!(
+                        "COMMENT ON SCHEMA {} IS {}",
+                        quote_ident(&schema),
+                        quote_literal(SCHEMA_COMMENT)
+                    ),
+                    &[],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow!("cannot mark schema {schema} complete: {}", db_message(&e)))
         }
         .await;
         if let Err(e) = finish {
             let cleanup = self.drop_schema_and_role(&client, &schema).await;
             self.forget_secrets(&schema)?;
+            // The migration's scratch config dir.
+            let _ = std::fs::remove_dir_all(self.config.state_dir.join("tenants").join(&schema));
             return Err(match cleanup {
                 Ok(()) => e.context(format!(
                     "schema-add {prefix} failed; nothing was left behind"
@@ -318,7 +344,7 @@ impl Tenancy {
                  GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {ident};
                  COMMIT;",
                 password = quote_literal(role_password),
-                comment = quote_literal(SCHEMA_COMMENT),
+                comment = quote_literal(PROVISIONING_COMMENT),
             ))
             .await
             // On failure the open transaction dies with the connection: nothing is left.
@@ -352,6 +378,32 @@ impl Tenancy {
             .with_context(|| format!("cannot drop schema {schema}"))
     }
 
+    /// Removes what `schema-add`s cut off half-way left behind (schemas still marked
+    /// [`PROVISIONING_COMMENT`], their roles and secrets); returns their names. Only safe while no
+    /// `schema-add` runs: under the state lock, before any is started.
+    pub async fn remove_unfinished(&self) -> Result<Vec<String>> {
+        let client = self.connect().await?;
+        let rows = client
+            .query(
+                "SELECT n.nspname FROM pg_namespace n \
+                 WHERE obj_description(n.oid, 'pg_namespace') = $1 ORDER BY n.nspname",
+                &[&PROVISIONING_COMMENT],
+            )
+            .await?;
+        let mut removed = Vec::new();
+        for row in rows {
+            let schema: String = row.get(0);
+            if naming::parse_schema_id(&schema).is_err() {
+                continue;
+            }
+            self.drop_schema_and_role(&client, &schema).await?;
+            self.forget_secrets(&schema)?;
+            let _ = std::fs::remove_dir_all(self.config.state_dir.join("tenants").join(&schema));
+            removed.push(schema);
+        }
+        Ok(removed)
+    }
+
     fn forget_secrets(&self, schema: &str) -> Result<()> {
         self.update_secrets(|all| all.tenants.remove(schema).is_some())
     }
@@ -382,6 +434,35 @@ impl Tenancy {
         }
         Ok(())
     }
+}
+
+/// Inserts a Langflow user (bcrypt hash) into a tenant's `user` table; fails when the username
+/// exists (case-insensitively, as Langflow compares).
+async fn insert_user(
+    client: &Client,
+    table: &str,
+    schema: &str,
+    username: &str,
+    password: &str,
+    superuser: bool,
+) -> Result<()> {
+    let hash = hash_password(password).await?;
+    // The existence check and the insert race only with another tenantmgr; Langflow's own
+    // unique index on username is the final guard.
+    if find_user(client, table, username).await?.is_some() {
+        bail!("user {username:?} already exists in {schema} (usernames are case-insensitive); use `user-reset` to change its password");
+    }
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {table} (id, username, password, is_active, is_superuser, create_at, updated_at) \
+                 VALUES ($1, $2, $3, true, $4, now(), now())"
+            ),
+            &[&uuid::Uuid::new_v4(), &username, &hash, &superuser],
+        )
+        .await
+        .map_err(|e| anyhow!("cannot add user {username:?} to {schema}: {}", db_message(&e)))?;
+    Ok(())
 }
 
 async fn require_tenant_schema(client: &Client, schema: &str) -> Result<()> {
@@ -427,22 +508,7 @@ impl Tenancy {
     ) -> Result<IssuedCredentials> {
         let (client, table, password, generated) =
             self.user_change(schema, username, password).await?;
-        let hash = hash_password(&password).await?;
-        // The existence check and the insert race only with another tenantmgr; Langflow's own
-        // unique index on username is the final guard.
-        if find_user(&client, &table, username).await?.is_some() {
-            bail!("user {username:?} already exists in {schema} (usernames are case-insensitive); use `user-reset` to change its password");
-        }
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {table} (id, username, password, is_active, is_superuser, create_at, updated_at) \
-                     VALUES ($1, $2, $3, true, $4, now(), now())"
-                ),
-                &[&uuid::Uuid::new_v4(), &username, &hash, &superuser],
-            )
-            .await
-            .map_err(|e| anyhow!("cannot add user {username:?} to {schema}: {}", db_message(&e)))?;
+        insert_user(&client, &table, schema, username, &password, superuser).await?;
         Ok(IssuedCredentials {
             schema: schema.to_string(),
             username: username.to_string(),
