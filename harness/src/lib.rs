@@ -3,12 +3,8 @@
 //! checks it. The `xtask` crate is a thin command line over this library.
 
 pub mod bench;
-pub mod browser;
-pub mod bundle;
 pub mod chaos;
-pub mod compose;
 pub mod config;
-pub mod devenv;
 pub mod credentials;
 pub mod docker;
 pub mod e2e;

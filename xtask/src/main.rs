@@ -12,10 +12,8 @@ use harness::stack::{GatewayCommand, Stack};
 
 mod bench;
 mod chaos;
-mod compose;
 mod creds;
 mod e2e;
-mod env;
 mod images;
 mod serve;
 mod stack_cmds;
@@ -54,9 +52,6 @@ enum Command {
     /// Measure the tenancy targets: warm `up` with 2 tenants vs 1 (ratio <= 1.3) and RSS per
     /// instance (<= 650 MB), on isolated stacks. Exit 1 when a target is missed.
     Bench(bench::BenchArgs),
-    /// Print what to `eval` so psql, the AWS CLI, boto3 and curl talk to the running stack
-    /// (PG* + a 0600 passfile, AWS profiles dev/local on the emulator, LANGFLOW_URL + API key).
-    Env(env::EnvArgs),
     /// The tenant-isolation suite: brings up an isolated stack with two tenants (beside any
     /// `up`), runs every check, prints a table, tears down. Exit 1 when a check fails.
     E2e(e2e::E2eArgs),
@@ -77,12 +72,6 @@ enum Command {
     Images {
         #[command(subcommand)]
         command: images::ImagesCommand,
-    },
-    /// compose/docker-compose.yml for docker-compose users, rendered from the harness's service
-    /// definitions (`render`, or `render --check` to compare).
-    Compose {
-        #[command(subcommand)]
-        command: compose::ComposeCommand,
     },
     /// Serve the identity server: OIDC issuer + STS gate (started by `up`; not for direct use).
     #[command(hide = true)]
@@ -135,10 +124,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&find_root(&workspace_root()))?;
             return images::run(&config, command).await;
         }
-        Command::Compose { command } => {
-            let config = Config::load(&find_root(&workspace_root()))?;
-            return compose::run(&config, command);
-        }
         Command::CredsProbe => return creds::probe().await,
         command => command,
     };
@@ -160,14 +145,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::IdentityServe(_)
         | Command::Supervise(_)
         | Command::CredsProbe
-        | Command::Images { .. }
-        | Command::Compose { .. } => unreachable!("handled above"),
+        | Command::Images { .. } => unreachable!("handled above"),
         Command::Up(args) => stack_cmds::up(stack, args).await,
         Command::Status(args) => stack_cmds::status(&stack, args).await,
         Command::Logs(args) => stack_cmds::logs(&stack, args).await,
         Command::Down(args) => stack_cmds::down(&stack, args),
         Command::Tenant { command } => tenant::run(&stack, command).await,
-        Command::Env(args) => env::run(&stack, args).await,
         Command::Creds { command } => creds::run(&stack, command).await,
         Command::E2e(args) => e2e::run(&stack, args, cli.runtime).await,
         Command::Chaos(args) => chaos::run(&stack, args, cli.runtime).await,

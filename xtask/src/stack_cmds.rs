@@ -72,7 +72,9 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
             println!("cleaned up stale state: {name} had exited");
         }
         for schema in &report.provisioned.removed_unfinished {
-            println!("removed schema {schema}: its schema-add had been cut off (it was never served)");
+            println!(
+                "removed schema {schema}: its schema-add had been cut off (it was never served)"
+            );
         }
         if report.outcome == UpOutcome::AlreadyRunning {
             println!(

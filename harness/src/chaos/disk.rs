@@ -54,7 +54,8 @@ impl TenantsMount {
             );
         }
         let dir = state_dir.join("tenants");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         mount(&[
             "-t",
             "tmpfs",
@@ -162,8 +163,8 @@ pub async fn run(
 
 /// Writes zeros to `path` until the filesystem is full.
 fn fill(path: &Path) -> Result<()> {
-    let mut file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let block = vec![0u8; 1 << 20];
     loop {
         match file.write_all(&block) {
@@ -186,7 +187,10 @@ async fn leftovers_of(context: &ChaosContext<'_>, prefix: &str) -> Result<Vec<St
     let pattern = format!("{prefix}-%");
     let mut found = Vec::new();
     for (what, sql) in [
-        ("schema", "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1"),
+        (
+            "schema",
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+        ),
         ("role", "SELECT rolname FROM pg_roles WHERE rolname LIKE $1"),
     ] {
         for row in client.query(sql, &[&pattern]).await? {

@@ -65,13 +65,20 @@ fn run_to_end(mut command: Command, log: &Path, what: &str) -> Result<Duration> 
     if !status.success() {
         let tail = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-        anyhow::bail!("{what} failed ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+        anyhow::bail!(
+            "{what} failed ({status}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
     }
     Ok(started.elapsed())
 }
 
 /// Runs the scenario; leaves the stack up (started by a plain `up` at the end).
-pub async fn run(context: &ChaosContext<'_>, scenario: &str, scratch: &Path) -> Result<ScenarioResult> {
+pub async fn run(
+    context: &ChaosContext<'_>,
+    scenario: &str,
+    scratch: &Path,
+) -> Result<ScenarioResult> {
     let mut result = ScenarioResult::new(scenario);
     let stack = context.stack;
     let config = stack.config();
@@ -85,8 +92,16 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, scratch: &Path) -> 
     // How long an uninterrupted `up` takes: the interrupt points are drawn from that span.
     let base_tenants = config.tenants_file.clone();
     let full = tokio::task::block_in_place(|| {
-        let up = run_to_end(cli(context, &base_tenants, &["up"]), &logs.join("up-0.log"), "cargo xtask up")?;
-        run_to_end(cli(context, &base_tenants, &["down"]), &logs.join("down-0.log"), "cargo xtask down")?;
+        let up = run_to_end(
+            cli(context, &base_tenants, &["up"]),
+            &logs.join("up-0.log"),
+            "cargo xtask up",
+        )?;
+        run_to_end(
+            cli(context, &base_tenants, &["down"]),
+            &logs.join("down-0.log"),
+            "cargo xtask down",
+        )?;
         Ok::<_, anyhow::Error>(up)
     })?;
     result.note(format!(
@@ -111,7 +126,11 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, scratch: &Path) -> 
         } else {
             base_tenants.clone()
         };
-        let signal = if round % 2 == 0 { Signal::SIGTERM } else { Signal::SIGINT };
+        let signal = if round % 2 == 0 {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGINT
+        };
         // Uniform over the span of an uninterrupted up (a tenant round takes longer: its
         // schema-add is then always in reach).
         let delay = Duration::from_secs_f64(rng.random_range(0.0..full.as_secs_f64()));
@@ -129,7 +148,10 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, scratch: &Path) -> 
         match status {
             None => {
                 hung += 1;
-                problems.push(format!("still running {} s after {signal}", EXIT_TIMEOUT.as_secs()));
+                problems.push(format!(
+                    "still running {} s after {signal}",
+                    EXIT_TIMEOUT.as_secs()
+                ));
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -177,7 +199,10 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, scratch: &Path) -> 
     }
 
     // A plain `up` afterwards: every tenant back, none half-made, nothing lost.
-    let up = stack.up().await.context("`up` after the interrupted rounds failed")?;
+    let up = stack
+        .up()
+        .await
+        .context("`up` after the interrupted rounds failed")?;
     if !up.provisioned.removed_unfinished.is_empty() {
         result.note(format!(
             "`up` removed {} schema-add(s) cut off by a signal (never listed or served): {}",
@@ -191,7 +216,10 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, scratch: &Path) -> 
     } else {
         result.fail(format!("half-made tenants: {}", half_made.join("; ")));
     }
-    if !context.wait_all_healthy(context.options.recovery_timeout).await {
+    if !context
+        .wait_all_healthy(context.options.recovery_timeout)
+        .await
+    {
         result.fail("the stack was not healthy after the final up");
     }
     let (lost, what) = context.data_lost().await;
@@ -247,7 +275,10 @@ pub async fn half_made_tenants(context: &ChaosContext<'_>) -> Result<Vec<String>
         )
         .await?;
     for row in unfinished {
-        found.push(format!("unfinished schema {} still there", row.get::<_, String>(0)));
+        found.push(format!(
+            "unfinished schema {} still there",
+            row.get::<_, String>(0)
+        ));
     }
     for schema in secrets.tenants.keys() {
         if !schemas.iter().any(|s| &s.schema == schema) {

@@ -28,7 +28,11 @@ pub enum Target {
 const RECOVERED_AFTER: usize = 3;
 
 /// Runs one kill scenario.
-pub async fn run(context: &ChaosContext<'_>, scenario: &str, target: Target) -> Result<ScenarioResult> {
+pub async fn run(
+    context: &ChaosContext<'_>,
+    scenario: &str,
+    target: Target,
+) -> Result<ScenarioResult> {
     let mut result = ScenarioResult::new(scenario);
     let tenants = context.tenants.len();
     let (service, must_not_fail, instances_survive): (String, Vec<usize>, bool) = match target {
@@ -76,7 +80,10 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, target: Target) -> 
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if restarted_at.is_none() {
-            if let Some(now) = files.read_state()?.and_then(|s| s.services.get(&service).cloned()) {
+            if let Some(now) = files
+                .read_state()?
+                .and_then(|s| s.services.get(&service).cloned())
+            {
                 if now.restarts > record.restarts
                     && now.process != record.process
                     && runtime.liveness(&now.process) == Liveness::Running
@@ -111,8 +118,11 @@ pub async fn run(context: &ChaosContext<'_>, scenario: &str, target: Target) -> 
         result.requests_failed += figures.failed;
         result.max_outage_ms = result.max_outage_ms.max(figures.max_outage_ms);
         if let Some(first) = figures.ms_to_first_failure {
-            result.ms_to_first_failure =
-                Some(result.ms_to_first_failure.map_or(first, |f: f64| f.min(first)));
+            result.ms_to_first_failure = Some(
+                result
+                    .ms_to_first_failure
+                    .map_or(first, |f: f64| f.min(first)),
+            );
         }
         if must_not_fail.contains(&index) && figures.failed > 0 {
             result.fail(format!(

@@ -73,7 +73,11 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         tick.tick().await;
                         let at = started.elapsed();
-                        let answer = http.get(&target.url).bearer_auth(&target.token).send().await;
+                        let answer = http
+                            .get(&target.url)
+                            .bearer_auth(&target.token)
+                            .send()
+                            .await;
                         let (ok, outcome) = match answer {
                             Ok(r) if r.status().as_u16() == 200 => (true, "HTTP 200".to_string()),
                             Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),

@@ -241,12 +241,23 @@ impl ChaosContext<'_> {
     /// changed, with a description of each.
     pub async fn data_lost(&self) -> (usize, Vec<String>) {
         let mut lost = Vec::new();
+        // Where the tenants are served now: a new `up` may have picked a new gateway port.
+        let endpoints = self.stack.tenant_endpoints().await.unwrap_or_default();
         for t in &self.tenants {
             let path = format!("api/v1/flows/{}", t.flow_id);
-            match t.client.get(&path, &Auth::Bearer(&t.token)).await {
+            let client = endpoints
+                .iter()
+                .find(|e| e.prefix == t.prefix)
+                .map(|e| TenantClient::new(&e.url))
+                .unwrap_or_else(|| t.client.clone());
+            match client.get(&path, &Auth::Bearer(&t.token)).await {
                 Ok(answer) if answer.status == 200 => {
                     if answer.json()["name"].as_str() != Some(t.flow_name.as_str()) {
-                        lost.push(format!("{}'s flow changed: {}", t.prefix, answer.evidence()));
+                        lost.push(format!(
+                            "{}'s flow changed: {}",
+                            t.prefix,
+                            answer.evidence()
+                        ));
                     }
                 }
                 Ok(answer) => lost.push(format!(
@@ -321,8 +332,7 @@ pub async fn run(root: &Path, options: &ChaosOptions) -> Result<ChaosReport> {
     config.gateway.tls = false;
     // The disk scenarios need the tenants' directory on a filesystem of its own (a small tmpfs
     // they can fill), mounted before anything is written there.
-    let tenants_mount = if options.wants("state-dir-full") || options.wants("state-dir-read-only")
-    {
+    let tenants_mount = if options.wants("state-dir-full") || options.wants("state-dir-read-only") {
         disk::TenantsMount::prepare(&config.state_dir)
     } else {
         Err("not asked for".to_string())
@@ -394,7 +404,11 @@ async fn prepare<'a>(
             flow_name,
         });
     }
-    let aws_port = up.status.service("aws").map(|s| s.port).context("no emulator")?;
+    let aws_port = up
+        .status
+        .service("aws")
+        .map(|s| s.port)
+        .context("no emulator")?;
     let first_schema = schemas.values().next().context("no tenants")?;
     let key = format!("tenants/{first_schema}/chaos/probe.bin");
     let content: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -433,7 +447,9 @@ async fn run_scenarios(
         let started = Instant::now();
         let outcome = match scenario {
             "kill-tenant" => kills::run(context, scenario, kills::Target::Tenant(0)).await,
-            "kill-postgres" => kills::run(context, scenario, kills::Target::Service("postgres")).await,
+            "kill-postgres" => {
+                kills::run(context, scenario, kills::Target::Service("postgres")).await
+            }
             "kill-emulator" => kills::run(context, scenario, kills::Target::Service("aws")).await,
             "kill-gateway" => {
                 kills::run(context, scenario, kills::Target::Service(GATEWAY_SERVICE)).await

@@ -36,11 +36,7 @@ use crate::progress::{self, Step};
 /// Tag of the base every local image is built `FROM`.
 pub const BASE_TAG: &str = "langflow-infra/debian:bookworm";
 /// The services with images, in build order.
-pub const SERVICES: [&str; 5] = ["base", "postgres", "aws", "langflow", MULTI_TENANT];
-/// The reference multi-tenant image (`compose/images/langflow-multi-tenant/`): the deployed shape,
-/// one container serving every tenant, built `FROM` the local Langflow image. It has no public
-/// counterpart: its public and local references are the same local tag.
-pub const MULTI_TENANT: &str = "langflow-multi-tenant";
+pub const SERVICES: [&str; 4] = ["base", "postgres", "aws", "langflow"];
 /// Repository prefix of every image the harness builds (the only ones `remove` touches).
 pub const LOCAL_PREFIX: &str = "langflow-infra/";
 /// The Debian release the base is made from.
@@ -106,29 +102,10 @@ pub fn image_specs(config: &Config) -> Vec<ImageSpec> {
         ImageSpec {
             service: "langflow",
             public: images.langflow,
-            local: langflow_local_tag(config),
+            local: format!("langflow-infra/langflow:{}", config.langflow.version),
             context_dir: dir.join("langflow"),
         },
-        ImageSpec {
-            service: MULTI_TENANT,
-            public: multi_tenant_tag(config),
-            local: multi_tenant_tag(config),
-            context_dir: dir.join(MULTI_TENANT),
-        },
     ]
-}
-
-/// The local Langflow image, `langflow-infra/langflow:<version>`.
-fn langflow_local_tag(config: &Config) -> String {
-    format!("langflow-infra/langflow:{}", config.langflow.version)
-}
-
-/// The reference multi-tenant image, `langflow-infra/langflow-multi-tenant:<version>`.
-pub fn multi_tenant_tag(config: &Config) -> String {
-    format!(
-        "{LOCAL_PREFIX}{MULTI_TENANT}:{}",
-        config.langflow.version
-    )
 }
 
 /// The image of one service (`ministack` is accepted for `aws`, `debian` for `base`).
@@ -146,7 +123,6 @@ fn canonical_service(service: &str) -> Result<&'static str> {
         "postgres" => "postgres",
         "aws" | "ministack" => "aws",
         "langflow" => "langflow",
-        "langflow-multi-tenant" | "multi-tenant" => MULTI_TENANT,
         other => bail!(
             "no image for service {other:?}; the services are {}",
             SERVICES.join(", ")
@@ -322,13 +298,6 @@ pub async fn build(
     if wanted.is_empty() {
         wanted = SERVICES.to_vec();
     }
-    // The multi-tenant image is built FROM the local Langflow image.
-    if wanted.contains(&MULTI_TENANT)
-        && !wanted.contains(&"langflow")
-        && inspect(docker, &langflow_local_tag(config)).await?.is_none()
-    {
-        wanted.push("langflow");
-    }
     let work_dir = config.cache_dir.join("images");
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
@@ -359,7 +328,6 @@ pub async fn build(
         }
         let mut args = BTreeMap::from([("BASE".to_string(), BASE_TAG.to_string())]);
         let mut injected: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut from_id = base_id.clone();
         match spec.service {
             "postgres" => {
                 args.insert("PG_MAJOR".into(), postgres_major(&spec.public));
@@ -378,24 +346,13 @@ pub async fn build(
                 injected.push(("host-ca.crt".into(), ca.1.clone()));
                 injected.push(("constraints.txt".into(), langflow_constraints(config)?));
             }
-            MULTI_TENANT => {
-                let langflow = langflow_local_tag(config);
-                args.insert("LANGFLOW_IMAGE".into(), langflow.clone());
-                // Its base is the Langflow image: a new Langflow image rebuilds it.
-                from_id = inspect(&docker, &langflow)
-                    .await?
-                    .and_then(|i| i.id)
-                    .ok_or_else(|| {
-                        anyhow!("{langflow} is missing; build it first: cargo xtask images build --only langflow")
-                    })?;
-            }
             _ => unreachable!("base is built above"),
         }
         let build = DockerfileBuild {
             spec,
             args,
             injected,
-            base_id: from_id,
+            base_id: base_id.clone(),
             source: "dockerfile",
         };
         reports.push(build.run(&docker, &work_dir, &ui).await?);
@@ -1603,12 +1560,6 @@ mod tests {
             Path::new("/repo/compose/images/ministack")
         );
         assert_eq!(specs[3].local, "langflow-infra/langflow:1.13.0");
-        assert_eq!(specs[4].local, "langflow-infra/langflow-multi-tenant:1.13.0");
-        assert_eq!(specs[4].public, specs[4].local);
-        assert_eq!(
-            image_spec(&config, "multi-tenant").unwrap().service,
-            MULTI_TENANT
-        );
         assert!(specs.iter().all(|s| s.local.starts_with(LOCAL_PREFIX)));
         assert!(image_spec(&config, "ministack").is_ok());
         assert!(image_spec(&config, "redis").is_err());

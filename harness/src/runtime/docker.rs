@@ -770,7 +770,10 @@ impl Runtime for DockerRuntime {
                 })
                 .collect();
             if docker
-                .inspect_network(&network, None::<bollard::query_parameters::InspectNetworkOptions>)
+                .inspect_network(
+                    &network,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
                 .await
                 .is_ok()
             {

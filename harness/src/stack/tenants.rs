@@ -69,8 +69,7 @@ pub struct TenantEndpoint {
     pub prefix: String,
     /// Schema id.
     pub schema: String,
-    /// URL through the gateway (`http://127.0.0.1:<gw>/tenant/<prefix>/`, or
-    /// `http://<prefix>.localhost:<gw>/` with host routing).
+    /// URL through the gateway (`http://127.0.0.1:<gw>/tenant/<prefix>/`).
     pub url: String,
     /// Port of the tenant's own instance (direct, bypassing the gateway).
     pub instance_port: u16,
@@ -201,11 +200,7 @@ impl Stack {
         };
         // The gateway starts with no routes; they are written once the instances' ports are known
         // (it re-reads the file on change).
-        Routes {
-            routing: self.config.gateway.routing,
-            ..Routes::default()
-        }
-        .write(&self.routes_path())?;
+        Routes::default().write(&self.routes_path())?;
         let mut ready = vec![self.start_gateway(state, gateway_port).await?];
         if !schemas.is_empty() {
             let launcher = langflow::Launcher::prepare(&self.config, placement).await?;
@@ -217,7 +212,6 @@ impl Stack {
         }
         let recorded = state.lock().expect("state lock").clone();
         let routes = Routes {
-            routing: self.config.gateway.routing,
             tenants: schemas
                 .iter()
                 .filter_map(|s| {
@@ -375,7 +369,7 @@ impl Stack {
                 ServiceRecord {
                     process: process.clone(),
                     port,
-                    url: langflow::base_url(&self.config, port, &schema.prefix) + "/",
+                    url: langflow::base_url(port, &schema.prefix) + "/",
                     log: spec.log.clone(),
                     probe: Probe::Http {
                         url: format!("http://127.0.0.1:{port}/health_check"),
@@ -426,7 +420,7 @@ impl Stack {
                 })
                 .unwrap_or_default();
             endpoints.push(TenantEndpoint {
-                url: routes.routing.tenant_url(&gateway.url, &prefix),
+                url: format!("{}/tenant/{prefix}/", gateway.url),
                 prefix,
                 schema: upstream.schema,
                 instance_port: upstream.port,
@@ -472,7 +466,6 @@ impl Stack {
         }
         let port = state.lock().expect("state lock").services[&name].port;
         let mut routes = Routes::read(&self.routes_path()).unwrap_or_default();
-        routes.routing = self.config.gateway.routing;
         routes.tenants.insert(
             schema.prefix.clone(),
             Upstream {
