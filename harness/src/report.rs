@@ -188,20 +188,26 @@ pub fn bench_table(report: &crate::bench::BenchReport) -> String {
     table.to_string()
 }
 
+/// A check's or scenario's outcome, coloured.
+fn outcome_cell(outcome: crate::e2e::Outcome) -> Cell {
+    use crate::e2e::Outcome;
+    let (text, color) = match outcome {
+        Outcome::Pass => ("pass", Color::Green),
+        Outcome::Fail => ("FAIL", Color::Red),
+        Outcome::Skip => ("skip", Color::Yellow),
+    };
+    Cell::new(text).fg(color)
+}
+
 /// The e2e results table and a one-line summary.
 pub fn e2e_table(report: &crate::e2e::E2eReport) -> String {
     use crate::e2e::Outcome;
     let mut table = table(&["check", "tenants", "result", "ms", "evidence"]);
     for r in &report.results {
-        let (text, color) = match r.outcome {
-            Outcome::Pass => ("pass", Color::Green),
-            Outcome::Fail => ("FAIL", Color::Red),
-            Outcome::Skip => ("skip", Color::Yellow),
-        };
         table.add_row(vec![
             Cell::new(&r.check),
             Cell::new(&r.pair),
-            Cell::new(text).fg(color),
+            outcome_cell(r.outcome),
             Cell::new(format!("{:.0}", r.ms)),
             Cell::new(r.evidence.as_deref().unwrap_or("")),
         ]);
@@ -334,14 +340,9 @@ pub fn chaos_table(report: &crate::chaos::ChaosReport) -> String {
     ]);
     let secs = |ms: f64| format!("{:.1}", ms / 1000.0);
     for r in &report.results {
-        let (text, color) = match r.outcome {
-            Outcome::Pass => ("pass", Color::Green),
-            Outcome::Fail => ("FAIL", Color::Red),
-            Outcome::Skip => ("skip", Color::Yellow),
-        };
         table.add_row(vec![
             Cell::new(&r.scenario),
-            Cell::new(text).fg(color),
+            outcome_cell(r.outcome),
             Cell::new(r.requests_sent),
             Cell::new(r.requests_failed),
             Cell::new(secs(r.max_outage_ms)),

@@ -13,7 +13,6 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::{ChaosContext, ScenarioResult};
-use crate::e2e::Outcome;
 
 /// Size of the tmpfs under the tenants' directory (room for the tenants' config dirs).
 const TENANTS_FS_SIZE: &str = "64m";
@@ -150,14 +149,7 @@ pub async fn run(
     } else {
         result.fail(format!("left behind: {}", half_made.join(", ")));
     }
-    let (lost, what) = context.data_lost().await;
-    result.data_lost = lost;
-    if lost > 0 {
-        result.fail(format!("data lost: {}", what.join("; ")));
-    }
-    if result.outcome != Outcome::Fail {
-        result.outcome = Outcome::Pass;
-    }
+    context.check_data(&mut result).await;
     Ok(result)
 }
 

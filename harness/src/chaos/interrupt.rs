@@ -16,7 +16,6 @@ use nix::unistd::Pid;
 use rand::{Rng, SeedableRng};
 
 use super::{ChaosContext, ScenarioResult};
-use crate::e2e::Outcome;
 
 /// How long an interrupted `up` may take to stop what it started.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -222,14 +221,7 @@ pub async fn run(
     {
         result.fail("the stack was not healthy after the final up");
     }
-    let (lost, what) = context.data_lost().await;
-    result.data_lost = lost;
-    if lost > 0 {
-        result.fail(format!("data lost: {}", what.join("; ")));
-    }
-    if result.outcome != Outcome::Fail {
-        result.outcome = Outcome::Pass;
-    }
+    context.check_data(&mut result).await;
     Ok(result)
 }
 
@@ -268,17 +260,8 @@ pub async fn half_made_tenants(context: &ChaosContext<'_>) -> Result<Vec<String>
     for row in rows {
         found.push(format!("role {} has no schema", row.get::<_, String>(0)));
     }
-    let unfinished = client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') = $1",
-            &[&crate::tenancy::PROVISIONING_COMMENT],
-        )
-        .await?;
-    for row in unfinished {
-        found.push(format!(
-            "unfinished schema {} still there",
-            row.get::<_, String>(0)
-        ));
+    for schema in tenancy.unfinished_schemas().await? {
+        found.push(format!("unfinished schema {schema} still there"));
     }
     for schema in secrets.tenants.keys() {
         if !schemas.iter().any(|s| &s.schema == schema) {

@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 
 use super::load::{self, Load};
 use super::{ChaosContext, ScenarioResult};
-use crate::e2e::Outcome;
 use crate::runtime::{Liveness, RunningProcess};
 use crate::services::langflow;
 
@@ -163,13 +162,6 @@ pub async fn run(
             result.fail(format!("instances were restarted: {replaced:?}"));
         }
     }
-    let (lost, what) = context.data_lost().await;
-    result.data_lost = lost;
-    if lost > 0 {
-        result.fail(format!("data lost: {}", what.join("; ")));
-    }
-    if result.outcome != Outcome::Fail {
-        result.outcome = Outcome::Pass;
-    }
+    context.check_data(&mut result).await;
     Ok(result)
 }

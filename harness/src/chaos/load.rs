@@ -45,8 +45,7 @@ pub struct Load {
     samples: Arc<Mutex<Vec<Sample>>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    targets: Vec<LoadTarget>,
-    rps_per_tenant: f64,
+    tenants: usize,
 }
 
 impl Load {
@@ -101,24 +100,13 @@ impl Load {
             samples,
             stop,
             tasks,
-            targets,
-            rps_per_tenant,
+            tenants: targets.len(),
         }
     }
 
     /// Time since the load started.
     pub fn now(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    /// The targets, in tenant-index order.
-    pub fn targets(&self) -> &[LoadTarget] {
-        &self.targets
-    }
-
-    /// Requests per second per tenant asked for.
-    pub fn rps_per_tenant(&self) -> f64 {
-        self.rps_per_tenant
     }
 
     /// Samples sent at or after `from`.
@@ -135,7 +123,7 @@ impl Load {
     /// Whether each tenant's last `n` samples (finished after `after`) all succeeded.
     pub fn all_healthy_after(&self, after: Duration, n: usize) -> bool {
         let samples = self.samples_since(after);
-        (0..self.targets.len()).all(|tenant| {
+        (0..self.tenants).all(|tenant| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.tenant == tenant).collect();
             mine.len() >= n && mine[mine.len() - n..].iter().all(|s| s.ok)
         })

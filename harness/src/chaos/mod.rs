@@ -198,10 +198,6 @@ impl ChaosReport {
 pub struct ChaosContext<'a> {
     /// The isolated stack.
     pub stack: &'a Stack,
-    /// Base URL of the gateway.
-    pub gateway: String,
-    /// Tenant prefix → schema id.
-    pub schemas: BTreeMap<String, String>,
     /// Per tenant: a client, a user's token, the flow written before the faults and its name.
     pub tenants: Vec<TenantData>,
     /// The object written to the tenant bucket before the faults: key and content.
@@ -277,9 +273,24 @@ impl ChaosContext<'_> {
         (lost.len(), lost)
     }
 
+    /// Reads back what was written before the faults into `result`: the count as `data_lost`,
+    /// and a failure naming what is missing or changed.
+    pub async fn check_data(&self, result: &mut ScenarioResult) {
+        let (lost, what) = self.data_lost().await;
+        result.data_lost = lost;
+        if lost > 0 {
+            result.fail(format!("data lost: {}", what.join("; ")));
+        }
+    }
+
     async fn read_object(&self) -> Result<Vec<u8>> {
-        let status = self.stack.status().await?.context("the stack is down")?;
-        let port = status.service("aws").context("no emulator")?.port;
+        // The port from the state file: no need to probe every service for it.
+        let state = self
+            .stack
+            .files()
+            .read_state()?
+            .context("the stack is down")?;
+        let port = state.services.get("aws").context("no emulator")?.port;
         let s3 = aws::s3_client(port, &self.stack.config().aws.region).await;
         let object = s3
             .get_object()
@@ -374,16 +385,11 @@ async fn prepare<'a>(
     up: &crate::stack::UpReport,
     options: &ChaosOptions,
 ) -> Result<ChaosContext<'a>> {
-    let gateway_port = up
-        .status
+    up.status
         .service(GATEWAY_SERVICE)
-        .map(|s| s.port)
         .context("the gateway is not running")?;
-    let gateway = format!("http://127.0.0.1:{gateway_port}");
-    let mut schemas = BTreeMap::new();
     let mut tenants = Vec::new();
     for endpoint in &up.tenants {
-        schemas.insert(endpoint.prefix.clone(), endpoint.schema.clone());
         let username = format!("admin@{}.com", endpoint.prefix);
         let password = up
             .provisioned
@@ -409,7 +415,12 @@ async fn prepare<'a>(
         .service("aws")
         .map(|s| s.port)
         .context("no emulator")?;
-    let first_schema = schemas.values().next().context("no tenants")?;
+    let first_schema = up
+        .tenants
+        .iter()
+        .map(|e| &e.schema)
+        .min()
+        .context("no tenants")?;
     let key = format!("tenants/{first_schema}/chaos/probe.bin");
     let content: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
     aws::s3_client(aws_port, &stack.config().aws.region)
@@ -424,8 +435,6 @@ async fn prepare<'a>(
         .context("cannot write the probe object")?;
     Ok(ChaosContext {
         stack,
-        gateway,
-        schemas,
         tenants,
         object: (key, content),
         options: options.clone(),

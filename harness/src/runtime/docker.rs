@@ -669,15 +669,7 @@ impl Runtime for DockerRuntime {
         let network = network_name(run_marker);
         let secs = grace.as_secs().max(1) as i32;
         self.exec.run(move |docker| async move {
-            let containers = docker
-                .list_containers(Some(
-                    ListContainersOptionsBuilder::new()
-                        .all(true)
-                        .filters(&filter)
-                        .build(),
-                ))
-                .await
-                .unwrap_or_default();
+            let containers = run_containers(&docker, &filter).await;
             let stops = containers.iter().filter_map(|c| c.id.clone()).map(|id| {
                 let docker = docker.clone();
                 async move {
@@ -750,15 +742,7 @@ impl Runtime for DockerRuntime {
         let filter = run_filter(run_marker);
         let network = network_name(run_marker);
         let mut found: Vec<String> = self.exec.run(move |docker| async move {
-            let containers = docker
-                .list_containers(Some(
-                    ListContainersOptionsBuilder::new()
-                        .all(true)
-                        .filters(&filter)
-                        .build(),
-                ))
-                .await
-                .unwrap_or_default();
+            let containers = run_containers(&docker, &filter).await;
             let mut found: Vec<String> = containers
                 .into_iter()
                 .map(|c| {
@@ -784,6 +768,22 @@ impl Runtime for DockerRuntime {
         found.extend(NativeRuntime.leftovers(run_marker));
         found
     }
+}
+
+/// Every container (running or not) matching the run filter; none when the engine cannot list.
+async fn run_containers(
+    docker: &bollard::Docker,
+    filter: &HashMap<String, Vec<String>>,
+) -> Vec<bollard::models::ContainerSummary> {
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(filter)
+                .build(),
+        ))
+        .await
+        .unwrap_or_default()
 }
 
 /// Engine access and image resolution (see `crate::docker`).

@@ -24,6 +24,7 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::secret;
+use crate::services::langflow;
 use crate::services::postgres::PgTarget;
 use crate::sql::{quote_ident, quote_literal};
 use crate::state::{StateFiles, TenantSecrets};
@@ -203,16 +204,8 @@ impl Tenancy {
     /// All tenant schemas, by prefix.
     pub async fn schema_list(&self) -> Result<Vec<TenantSchema>> {
         let client = self.connect().await?;
-        let rows = client
-            .query(
-                "SELECT n.nspname FROM pg_namespace n \
-                 WHERE obj_description(n.oid, 'pg_namespace') = $1 ORDER BY n.nspname",
-                &[&SCHEMA_COMMENT],
-            )
-            .await?;
         let mut schemas = Vec::new();
-        for row in rows {
-            let schema: String = row.get(0);
+        for schema in schemas_with_comment(&client, SCHEMA_COMMENT).await? {
             let Ok(prefix) = naming::parse_schema_id(&schema) else {
                 continue;
             };
@@ -304,7 +297,7 @@ impl Tenancy {
             let cleanup = self.drop_schema_and_role(&client, &schema).await;
             self.forget_secrets(&schema)?;
             // The migration's scratch config dir.
-            let _ = std::fs::remove_dir_all(self.config.state_dir.join("tenants").join(&schema));
+            let _ = std::fs::remove_dir_all(langflow::instance_dir(&self.config, &schema));
             return Err(match cleanup {
                 Ok(()) => e.context(format!(
                     "schema-add {prefix} failed; nothing was left behind"
@@ -383,25 +376,22 @@ impl Tenancy {
     /// `schema-add` runs: under the state lock, before any is started.
     pub async fn remove_unfinished(&self) -> Result<Vec<String>> {
         let client = self.connect().await?;
-        let rows = client
-            .query(
-                "SELECT n.nspname FROM pg_namespace n \
-                 WHERE obj_description(n.oid, 'pg_namespace') = $1 ORDER BY n.nspname",
-                &[&PROVISIONING_COMMENT],
-            )
-            .await?;
         let mut removed = Vec::new();
-        for row in rows {
-            let schema: String = row.get(0);
+        for schema in schemas_with_comment(&client, PROVISIONING_COMMENT).await? {
             if naming::parse_schema_id(&schema).is_err() {
                 continue;
             }
             self.drop_schema_and_role(&client, &schema).await?;
             self.forget_secrets(&schema)?;
-            let _ = std::fs::remove_dir_all(self.config.state_dir.join("tenants").join(&schema));
+            let _ = std::fs::remove_dir_all(langflow::instance_dir(&self.config, &schema));
             removed.push(schema);
         }
         Ok(removed)
+    }
+
+    /// Schemas still marked [`PROVISIONING_COMMENT`]: `schema-add`s cut off half-way.
+    pub async fn unfinished_schemas(&self) -> Result<Vec<String>> {
+        schemas_with_comment(&self.connect().await?, PROVISIONING_COMMENT).await
     }
 
     fn forget_secrets(&self, schema: &str) -> Result<()> {
@@ -463,6 +453,20 @@ async fn insert_user(
         .await
         .map_err(|e| anyhow!("cannot add user {username:?} to {schema}: {}", db_message(&e)))?;
     Ok(())
+}
+
+/// Names of the schemas whose comment is `comment`, sorted.
+async fn schemas_with_comment(client: &Client, comment: &str) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT n.nspname FROM pg_namespace n \
+             WHERE obj_description(n.oid, 'pg_namespace') = $1 ORDER BY n.nspname",
+            &[&comment],
+        )
+        .await?
+        .into_iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 async fn require_tenant_schema(client: &Client, schema: &str) -> Result<()> {
