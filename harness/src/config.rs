@@ -66,6 +66,10 @@ pub struct GatewayConfig {
     /// Serve HTTPS with a generated self-signed certificate (as the ALB does when a certificate
     /// is configured) and redirect plain HTTP on `ports.gateway_redirect` to it.
     pub tls: bool,
+    /// How tenants are told apart, like the ALB's listener rules: `path` (`/tenant/<prefix>/`,
+    /// one shared origin) or `host` (`<prefix>.localhost:<port>`, one origin per tenant).
+    /// `LANGFLOW_INFRA_GATEWAY_ROUTING` overrides.
+    pub routing: crate::gateway::Routing,
 }
 
 /// Fixed ports; 0 means a free port is chosen at start.
@@ -345,6 +349,11 @@ impl Config {
         }
         if let Some(v) = var("LANGFLOW_INFRA_RUNTIME") {
             self.runtime.kind = v;
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_GATEWAY_ROUTING") {
+            self.gateway.routing = v
+                .parse()
+                .with_context(|| format!("LANGFLOW_INFRA_GATEWAY_ROUTING={v:?}"))?;
         }
         for (name, slot) in [
             ("LANGFLOW_INFRA_PORT_POSTGRES", &mut self.ports.postgres),

@@ -1,5 +1,7 @@
 //! The ALB emulation: one HTTP listener on 127.0.0.1 that answers `/health` itself (like the
-//! target-group health path) and forwards `/tenant/<prefix>/…` to that tenant's Langflow instance.
+//! target-group health path) and forwards each tenant's requests to its Langflow instance, chosen
+//! like the ALB's listener rules: by path (`/tenant/<prefix>/…`, [`Routing::Path`]) or by host
+//! header (`<prefix>.localhost:<port>`, [`Routing::Host`]: every tenant its own origin).
 //!
 //! - Routes come from a JSON file ([`Routes`]) written by the stack; it is re-read when it changes,
 //!   so tenants added to a running stack become reachable without a restart.
@@ -30,14 +32,110 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Path prefix under which tenants are served.
 pub const TENANT_PATH: &str = "/tenant/";
+/// Domain under which tenants are served with host routing: `<prefix>.localhost` resolves to the
+/// loopback address without any DNS set-up (browsers and glibc's resolver handle `*.localhost`).
+pub const TENANT_DOMAIN: &str = "localhost";
+
+/// How the gateway picks the tenant of a request, like the ALB's listener-rule conditions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// `path-pattern` rules: `/tenant/<prefix>/…` on one host; every tenant shares one origin.
+    #[default]
+    Path,
+    /// `host-header` rules: `<prefix>.localhost:<port>`; every tenant is its own origin and
+    /// Langflow serves at `/`.
+    Host,
+}
+
+impl Routing {
+    /// `path` or `host`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Path => "path",
+            Routing::Host => "host",
+        }
+    }
+
+    /// The root path a tenant's Langflow serves under (`LANGFLOW_ROOT_PATH`): `/tenant/<prefix>`
+    /// with path routing, empty (the origin's root) with host routing.
+    pub fn root_path(self, prefix: &str) -> String {
+        match self {
+            Routing::Path => format!("/tenant/{prefix}"),
+            Routing::Host => String::new(),
+        }
+    }
+
+    /// A tenant's URL (ending in `/`) on the gateway whose base URL is `gateway_url`
+    /// (`http://127.0.0.1:<port>`).
+    pub fn tenant_url(self, gateway_url: &str, prefix: &str) -> String {
+        let gateway_url = gateway_url.trim_end_matches('/');
+        match self {
+            Routing::Path => format!("{gateway_url}{TENANT_PATH}{prefix}/"),
+            Routing::Host => {
+                let (scheme, rest) = gateway_url
+                    .split_once("://")
+                    .unwrap_or(("http", gateway_url));
+                let port = rest.rsplit_once(':').map(|(_, port)| port);
+                match port {
+                    Some(port) => format!(
+                        "{scheme}://{}.{TENANT_DOMAIN}:{port}/",
+                        prefix.to_ascii_lowercase()
+                    ),
+                    None => format!(
+                        "{scheme}://{}.{TENANT_DOMAIN}/",
+                        prefix.to_ascii_lowercase()
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Routing {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "path" => Ok(Routing::Path),
+            "host" => Ok(Routing::Host),
+            _ => Err(anyhow::anyhow!(
+                "unknown gateway routing {name:?}; use \"path\" (/tenant/<prefix>/) or \"host\" (<prefix>.localhost)"
+            )),
+        }
+    }
+}
 /// How long the gateway waits to connect to an instance before answering 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The gateway's routing table: tenant prefix → upstream instance.
+/// The gateway's routing table: how tenants are told apart, and tenant prefix → upstream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Routes {
+    /// Path or host routing (absent in older files: path).
+    #[serde(default)]
+    pub routing: Routing,
     /// Upstreams by tenant prefix.
     pub tenants: BTreeMap<String, Upstream>,
+}
+
+impl Routes {
+    /// The upstream of `prefix`, matched case-insensitively with host routing (host names are).
+    fn upstream(&self, prefix: &str) -> Option<&Upstream> {
+        match self.routing {
+            Routing::Path => self.tenants.get(prefix),
+            Routing::Host => self
+                .tenants
+                .iter()
+                .find(|(p, _)| p.eq_ignore_ascii_case(prefix))
+                .map(|(_, upstream)| upstream),
+        }
+    }
 }
 
 /// Where one tenant's instance listens.
@@ -111,6 +209,18 @@ pub fn tenant_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix(TENANT_PATH)?;
     let prefix = rest.split('/').next().unwrap_or("");
     (!prefix.is_empty()).then_some(prefix)
+}
+
+/// The tenant prefix a `Host` header addresses with host routing: `acme` for `acme.localhost`
+/// or `acme.localhost:8080` (any case, optional trailing dot); `None` for other hosts.
+pub fn tenant_of_host(host: &str) -> Option<&str> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let (prefix, domain) = name.split_once('.')?;
+    (domain.eq_ignore_ascii_case(TENANT_DOMAIN) && !prefix.is_empty()).then_some(prefix)
 }
 
 /// TLS settings of a gateway process: where its certificate lives and the redirect port.
@@ -287,8 +397,15 @@ async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let tenant = tenant_of(&path).map(str::to_string);
-    let response = route(request, client, table, tenant.as_deref(), scheme).await;
+    let routes = table.current();
+    let tenant = match routes.routing {
+        Routing::Path => tenant_of(&path).map(str::to_string),
+        Routing::Host => request_host(&request)
+            .as_deref()
+            .and_then(tenant_of_host)
+            .map(str::to_ascii_lowercase),
+    };
+    let response = route(request, client, &routes, tenant.as_deref(), scheme).await;
     println!(
         "{} {method} {path} tenant={} status={} ms={:.1}",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
@@ -299,31 +416,47 @@ async fn handle(
     response
 }
 
+/// The host a request addresses: its `Host` header, or the authority of an absolute-form target.
+fn request_host<T>(request: &Request<T>) -> Option<String> {
+    request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+}
+
 async fn route(
     request: Request<Incoming>,
     client: SocketAddr,
-    table: &RouteTable,
+    routes: &Routes,
     tenant: Option<&str>,
     scheme: &'static str,
 ) -> Response<GatewayBody> {
     let path = request.uri().path();
-    if path == "/health" {
+    // With host routing a tenant's own `/health` is its instance's; the gateway's is on any
+    // other host (127.0.0.1), as the ALB's rules leave the default action.
+    if path == "/health" && (routes.routing == Routing::Path || tenant.is_none()) {
         return text_response(StatusCode::OK, "ok\n");
     }
     let Some(tenant) = tenant else {
         return text_response(
             StatusCode::NOT_FOUND,
-            "not found; tenants are served under /tenant/<prefix>/\n",
+            match routes.routing {
+                Routing::Path => "not found; tenants are served under /tenant/<prefix>/\n",
+                Routing::Host => {
+                    "not found; tenants are served at http://<prefix>.localhost:<port>/\n"
+                }
+            },
         );
     };
-    let routes = table.current();
-    let Some(upstream) = routes.tenants.get(tenant) else {
+    let Some(upstream) = routes.upstream(tenant) else {
         return text_response(
             StatusCode::NOT_FOUND,
             format!("unknown tenant '{tenant}'\n"),
         );
     };
-    if path == format!("{TENANT_PATH}{tenant}") {
+    if routes.routing == Routing::Path && path == format!("{TENANT_PATH}{tenant}") {
         let query = request
             .uri()
             .query()
@@ -456,5 +589,37 @@ mod tests {
         assert_eq!(tenant_of("/tenant/"), None);
         assert_eq!(tenant_of("/health"), None);
         assert_eq!(tenant_of("/tenantx/acme"), None);
+    }
+
+    #[test]
+    fn tenant_is_the_first_label_of_a_localhost_name_with_host_routing() {
+        assert_eq!(tenant_of_host("acme.localhost:8080"), Some("acme"));
+        assert_eq!(tenant_of_host("acme.localhost"), Some("acme"));
+        assert_eq!(tenant_of_host("Acme.LOCALHOST.:80"), Some("Acme"));
+        assert_eq!(tenant_of_host("127.0.0.1:8080"), None);
+        assert_eq!(tenant_of_host("localhost:8080"), None);
+        assert_eq!(tenant_of_host(".localhost"), None);
+        assert_eq!(tenant_of_host("acme.example.com"), None);
+    }
+
+    #[test]
+    fn tenant_urls_follow_the_routing() {
+        let gw = "http://127.0.0.1:8080";
+        assert_eq!(
+            Routing::Path.tenant_url(gw, "acme"),
+            "http://127.0.0.1:8080/tenant/acme/"
+        );
+        assert_eq!(
+            Routing::Host.tenant_url(gw, "Acme"),
+            "http://acme.localhost:8080/"
+        );
+        assert_eq!(Routing::Host.root_path("acme"), "");
+        assert_eq!(Routing::Path.root_path("acme"), "/tenant/acme");
+        assert_eq!("host".parse::<Routing>().unwrap(), Routing::Host);
+        assert!("hosts"
+            .parse::<Routing>()
+            .unwrap_err()
+            .to_string()
+            .contains("\"path\""));
     }
 }

@@ -3,9 +3,12 @@
 //! checks it. The `xtask` crate is a thin command line over this library.
 
 pub mod bench;
+pub mod browser;
+pub mod bundle;
 pub mod chaos;
 pub mod config;
 pub mod credentials;
+pub mod devenv;
 pub mod docker;
 pub mod e2e;
 pub mod gateway;

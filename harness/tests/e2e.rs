@@ -91,6 +91,10 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
             args: Vec::new(),
         }),
         runtime: Some("native".into()),
+        // The browser suite has its own test (browser.rs).
+        suite: harness::e2e::Suite::Isolation,
+        routing: None,
+        artifacts: None,
     };
     let local = run(&common::repo_root(), &gateway(), &options)
         .await
@@ -161,6 +165,10 @@ async fn shared_secret_key_is_caught_by_exactly_the_forged_token_checks() {
         fault: Some(Fault::SharedSecretKey),
         probe: None,
         runtime: Some("native".into()),
+        // The browser suite has its own test (browser.rs).
+        suite: harness::e2e::Suite::Isolation,
+        routing: None,
+        artifacts: None,
     };
     let local = run(&common::repo_root(), &gateway(), &options)
         .await

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::gateway::{Routes, Upstream};
+use harness::gateway::{Routes, Routing, Upstream};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -21,7 +21,12 @@ async fn start_gateway(routes_path: &Path) -> String {
 }
 
 fn write_routes(path: &Path, tenants: &[(&str, u16)]) {
+    write_routes_with(path, Routing::Path, tenants);
+}
+
+fn write_routes_with(path: &Path, routing: Routing, tenants: &[(&str, u16)]) {
     Routes {
+        routing,
         tenants: tenants
             .iter()
             .map(|(prefix, port)| {
@@ -166,6 +171,68 @@ async fn routes_tenants_and_answers_404_502_and_health() {
     }
     assert!(seen, "the gateway never picked up the new route");
     assert_eq!(get(&format!("{gw}/tenant/acme/")).await.0, 404);
+}
+
+/// GET `url` with `host` resolved to the gateway's address (no DNS needed, as for a browser).
+async fn get_via(gw: &str, url: &str) -> (u16, String) {
+    let addr: std::net::SocketAddr = gw.trim_start_matches("http://").parse().unwrap();
+    let host = url
+        .trim_start_matches("http://")
+        .split([':', '/'])
+        .next()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&host, addr)
+        .build()
+        .unwrap();
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn host_routing_gives_every_tenant_its_own_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.json");
+    let (acme, widgetco) = (start_upstream().await, start_upstream().await);
+    write_routes_with(
+        &routes,
+        Routing::Host,
+        &[("acme", acme), ("widgetco", widgetco)],
+    );
+    let gw = start_gateway(&routes).await;
+    let port = gw.rsplit(':').next().unwrap();
+
+    // The host header picks the tenant; the path goes upstream unchanged (Langflow at `/`).
+    let (status, body) = get_via(
+        &gw,
+        &format!("http://acme.localhost:{port}/api/v1/flows?x=1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /api/v1/flows?x=1 HTTP/1.1"), "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains(&format!("host: acme.localhost:{port}")),
+        "{body}"
+    );
+    // Host names are case-insensitive; each name reaches its own instance only.
+    let (status, body) = get_via(&gw, &format!("http://WidgetCo.localhost:{port}/x")).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /x HTTP/1.1"), "{body}");
+    // A tenant's /health is its instance's; the gateway's own is on other hosts.
+    let (status, body) = get_via(&gw, &format!("http://acme.localhost:{port}/health")).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /health HTTP/1.1"), "{body}");
+    assert_eq!(get(&format!("{gw}/health")).await.0, 200);
+    // Unknown tenant host, and paths instead of hosts, are not routed.
+    let (status, body) = get_via(&gw, &format!("http://nosuch.localhost:{port}/")).await;
+    assert_eq!((status, body.as_str()), (404, "unknown tenant 'nosuch'\n"));
+    let (status, body, _) = get(&format!("{gw}/tenant/acme/")).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("<prefix>.localhost"), "{body}");
 }
 
 #[tokio::test]

@@ -51,6 +51,30 @@ async fn project_templates_pass_clean_with_cfn_lint() {
     assert_eq!(report.errors(), 0);
 }
 
+/// Both shapes of tenant routing on the ALB validate clean, cfn-lint included: path-pattern rules
+/// (one shared origin, as deployed) and host-header rules with a certificate covering the hosts.
+#[tokio::test]
+async fn tenant_routing_by_path_and_by_host_both_validate() {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    for shape in ["path", "host"] {
+        let options = ValidateOptions {
+            dir: root.join("fixtures/cfn-routing").join(shape),
+            lint: true,
+            rules: root.join("rules"),
+            extra_rules: Vec::new(),
+        };
+        let report = run(&config, &options).await.unwrap();
+        assert_eq!(report.templates.len(), 1, "{shape}: {:?}", report.templates);
+        let not_info: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity != Severity::Info)
+            .collect();
+        assert!(not_info.is_empty(), "{shape}: {not_info:#?}");
+    }
+}
+
 #[tokio::test]
 async fn dangling_import_is_an_error_at_its_line() {
     assert_eq!(
@@ -210,6 +234,10 @@ fn each_guard_rule_catches_its_fixture() {
         (
             "kms_rotation",
             &["kms_rotation 5 KMS key rotation is off"],
+        ),
+        (
+            "alb_tenant_rules_by_path_or_host",
+            &["alb_tenant_rules_by_path_or_host 8 a listener rule routes on something other than the path or the host header"],
         ),
     ];
     let mut mismatches = Vec::new();

@@ -33,6 +33,17 @@ pub struct E2eArgs {
     /// Break isolation on purpose to see the suite fail: shared-secret-key or shared-database-role.
     #[arg(long, value_name = "FAULT", conflicts_with = "target")]
     inject_fault: Option<harness::stack::Fault>,
+    /// Suites to run: all (isolation, credentials, and browser where Chromium is found),
+    /// isolation, or browser (headless Chromium; an error when it is missing).
+    #[arg(long, value_name = "SUITE", default_value = "all")]
+    suite: harness::e2e::Suite,
+    /// Gateway routing of the isolated stack: path (/tenant/<prefix>/, one shared origin) or
+    /// host (<prefix>.localhost:<port>, one origin per tenant); default: [gateway] routing.
+    #[arg(long, value_name = "ROUTING", conflicts_with = "target")]
+    routing: Option<harness::gateway::Routing>,
+    /// Where the browser suite keeps screenshots of failed checks (default target/e2e-browser).
+    #[arg(long, value_name = "DIR")]
+    artifacts: Option<PathBuf>,
 }
 
 /// Runs the suite (`stack` only supplies the configuration; `runtime` is the global
@@ -46,8 +57,16 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
         credentials,
         concurrency,
         inject_fault,
+        suite,
+        routing,
+        artifacts,
     } = args;
     let report = match (target, credentials) {
+        (Some(_), Some(_)) if suite == harness::e2e::Suite::Browser => {
+            anyhow::bail!(
+                "--suite browser needs a local stack (its browser resolves only loopback names); drop --target or use --suite isolation"
+            )
+        }
         (Some(url), Some(file)) => {
             harness::e2e::run_against_target(&url, &file, concurrency).await?
         }
@@ -58,6 +77,9 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
                 fault: inject_fault,
                 probe: Some(probe_command()?),
                 runtime,
+                suite,
+                routing,
+                artifacts,
             };
             let run = harness::e2e::local::run(&stack.config().root, &gateway_command()?, &options)
                 .await?;

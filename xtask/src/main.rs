@@ -14,6 +14,7 @@ mod bench;
 mod chaos;
 mod creds;
 mod e2e;
+mod env;
 mod images;
 mod serve;
 mod stack_cmds;
@@ -52,6 +53,9 @@ enum Command {
     /// Measure the tenancy targets: warm `up` with 2 tenants vs 1 (ratio <= 1.3) and RSS per
     /// instance (<= 650 MB), on isolated stacks. Exit 1 when a target is missed.
     Bench(bench::BenchArgs),
+    /// Print what to `eval` so psql, the AWS CLI, boto3 and curl talk to the running stack
+    /// (PG* + a 0600 passfile, AWS profiles dev/local on the emulator, LANGFLOW_URL + API key).
+    Env(env::EnvArgs),
     /// The tenant-isolation suite: brings up an isolated stack with two tenants (beside any
     /// `up`), runs every check, prints a table, tears down. Exit 1 when a check fails.
     E2e(e2e::E2eArgs),
@@ -151,6 +155,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(args) => stack_cmds::logs(&stack, args).await,
         Command::Down(args) => stack_cmds::down(&stack, args),
         Command::Tenant { command } => tenant::run(&stack, command).await,
+        Command::Env(args) => env::run(&stack, args).await,
         Command::Creds { command } => creds::run(&stack, command).await,
         Command::E2e(args) => e2e::run(&stack, args, cli.runtime).await,
         Command::Chaos(args) => chaos::run(&stack, args, cli.runtime).await,

@@ -1,9 +1,11 @@
-//! `cargo xtask tenant ...`: tenantmgr, the tenant schemas and their Langflow users.
+//! `cargo xtask tenant ...`: tenantmgr, the tenant schemas and their Langflow users, and tenant
+//! export / import (`harness::bundle`).
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
+use harness::bundle;
 use harness::report;
 use harness::stack::Stack;
 use harness::tenancy::{naming, IssuedCredentials, Tenancy};
@@ -67,6 +69,43 @@ pub enum TenantCommand {
     UserReset {
         #[command(flatten)]
         user: UserArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a tenant (schema data + Alembic revision, S3 objects, manifest) to a .tar.zst
+    /// bundle. No secrets: password hashes travel, the instance's secret key does not.
+    Export {
+        /// Schema id (see schema-list).
+        #[arg(long)]
+        schema: String,
+        /// Bundle file to write (e.g. acme.tar.zst).
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        /// Also write the instance's secret key to this file (0600), for `import
+        /// --secret-key-from` (encrypted variables then decrypt in the copy).
+        #[arg(long)]
+        secret_key_out: Option<std::path::PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a bundle, or a plain `pg_dump -n '<schema>'` of a production tenant, as a new
+    /// tenant (own role, schema, grants) and start its instance.
+    Import {
+        /// A bundle from `tenant export`, or a plain SQL dump of one tenant schema.
+        input: std::path::PathBuf,
+        /// Prefix of the new tenant (default: the bundle's or the dump schema's prefix).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// For a plain dump: the tenant's S3 objects, a directory or s3://BUCKET/PREFIX on the
+        /// emulator (keys below it become `tenants/<new schema>/<key>`).
+        #[arg(long)]
+        objects: Option<String>,
+        /// A file with the source instance's LANGFLOW_SECRET_KEY; without it a new key is made
+        /// and credential variables encrypted by the source cannot be decrypted.
+        #[arg(long)]
+        secret_key_from: Option<std::path::PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -153,6 +192,49 @@ pub async fn run(stack: &Stack, command: TenantCommand) -> Result<ExitCode> {
                 .user_reset(&schema, &username, password.as_deref())
                 .await?;
             print_credentials(&issued, json)?;
+        }
+        TenantCommand::Export {
+            schema,
+            output,
+            secret_key_out,
+            json,
+        } => {
+            naming::parse_schema_id(&schema)?;
+            let report = bundle::export(stack, &schema, &output, secret_key_out.as_deref()).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!("{}", bundle::export_table(&report));
+                println!(
+                    "import it with: cargo xtask tenant import {} --prefix {}-repro",
+                    report.path.display(),
+                    report.prefix
+                );
+            }
+        }
+        TenantCommand::Import {
+            input,
+            prefix,
+            objects,
+            secret_key_from,
+            json,
+        } => {
+            let options = bundle::ImportOptions {
+                input,
+                prefix,
+                objects,
+                secret_key_from,
+            };
+            let report = bundle::import(stack, &options).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!("{}", bundle::import_table(&report));
+                println!(
+                    "users log in with their old passwords; a shell for it: eval \"$(cargo xtask env --tenant {})\"",
+                    report.prefix
+                );
+            }
         }
         TenantCommand::UserList { schema, json } => {
             naming::parse_schema_id(&schema)?;

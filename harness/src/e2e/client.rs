@@ -74,11 +74,15 @@ impl TenantClient {
         } else {
             format!("{tenant_url}/")
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a reqwest client builds");
+            .redirect(reqwest::redirect::Policy::none());
+        // Host routing: `<prefix>.localhost` is the loopback address (browsers know it; the
+        // system resolver may not), so it is resolved here without DNS.
+        if let Some((host, port)) = localhost_subdomain(&base) {
+            http = http.resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        let http = http.build().expect("a reqwest client builds");
         Self { base, http }
     }
 
@@ -227,11 +231,23 @@ impl TenantClient {
             .ok_or_else(|| anyhow!("API key creation failed: {}", answer.evidence()))
     }
 
-    /// Uploads a file (`api/v2/files/`) and returns the answer's JSON (id, name, path).
+    /// Uploads a text file (`api/v2/files/`) and returns the answer's JSON (id, name, path).
     pub async fn upload_file(&self, token: &str, name: &str, content: &[u8]) -> Result<Value> {
+        self.upload_file_as(token, name, content, "text/plain")
+            .await
+    }
+
+    /// Uploads a file of media type `mime` (`api/v2/files/`); returns the answer's JSON.
+    pub async fn upload_file_as(
+        &self,
+        token: &str,
+        name: &str,
+        content: &[u8],
+        mime: &str,
+    ) -> Result<Value> {
         let part = reqwest::multipart::Part::bytes(content.to_vec())
             .file_name(name.to_string())
-            .mime_str("text/plain")?;
+            .mime_str(mime)?;
         let form = reqwest::multipart::Form::new().part("file", part);
         let request = self
             .http
@@ -252,6 +268,18 @@ impl TenantClient {
         let ids = ids_in(&answer.json());
         Ok((answer, ids))
     }
+}
+
+/// `(host, port)` of a `http://<name>.localhost:<port>/…` URL.
+fn localhost_subdomain(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    crate::gateway::tenant_of_host(authority)?;
+    Some((host.to_string(), port))
 }
 
 fn id_of(answer: &Answer, what: &str) -> Result<String> {

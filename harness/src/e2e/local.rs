@@ -37,6 +37,13 @@ pub struct LocalOptions {
     pub probe: Option<crate::credentials::scenarios::ProbeCommand>,
     /// Runtime of the stack: `native`, `docker` or `auto`; `None` = the configured one.
     pub runtime: Option<String>,
+    /// Which suites run.
+    pub suite: super::Suite,
+    /// Gateway routing of the stack; `None` = the configured one (`[gateway] routing`).
+    pub routing: Option<crate::gateway::Routing>,
+    /// Where the browser suite keeps screenshots of failed checks; `None` =
+    /// `<repository>/target/e2e-browser`.
+    pub artifacts: Option<PathBuf>,
 }
 
 /// A finished local run.
@@ -76,6 +83,10 @@ pub async fn run(
     // The suite's HTTP client trusts the system roots only; the gateway's TLS (self-signed) is
     // covered by the gateway tests.
     config.gateway.tls = false;
+    if let Some(routing) = options.routing {
+        config.gateway.routing = routing;
+    }
+    let routing = config.gateway.routing;
     let (stack, notice) = Stack::open(config, options.runtime.as_deref(), true)?;
     if let Some(notice) = notice {
         eprintln!("{notice}");
@@ -149,6 +160,14 @@ pub async fn run(
             tenants,
             local: Some(local),
             concurrency: options.concurrency,
+            suite: options.suite,
+            browser: Some(super::BrowserSettings {
+                routing,
+                artifacts: options
+                    .artifacts
+                    .clone()
+                    .unwrap_or_else(|| root.join("target").join("e2e-browser")),
+            }),
         };
         let (results, setup_secs, checks_secs) = run_suite(&input).await;
         let report = E2eReport {

@@ -6,6 +6,7 @@
 //! accident carries a positive control (the same request made where it must succeed), so a check
 //! that cannot tell is reported as failed, not passed.
 
+pub mod browser;
 pub mod client;
 pub mod credentials;
 pub mod junit;
@@ -150,6 +151,41 @@ pub struct LocalAccess {
     pub credentials: Option<credentials::CredentialsAccess>,
 }
 
+/// Which suites a run includes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// Isolation (+ credentials on a local stack) and, where Chromium is found, browser.
+    #[default]
+    All,
+    /// The HTTP-level tenant-isolation checks (and the credentials suite on a local stack).
+    Isolation,
+    /// The browser suite only (headless Chromium; fails when Chromium is missing).
+    Browser,
+}
+
+impl std::str::FromStr for Suite {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "all" => Ok(Suite::All),
+            "isolation" => Ok(Suite::Isolation),
+            "browser" => Ok(Suite::Browser),
+            _ => bail!("unknown suite {name:?}; use all, isolation or browser"),
+        }
+    }
+}
+
+/// Browser-suite settings of a run.
+#[derive(Debug, Clone)]
+pub struct BrowserSettings {
+    /// How the gateway tells tenants apart.
+    pub routing: crate::gateway::Routing,
+    /// Where screenshots of failed browser checks go.
+    pub artifacts: std::path::PathBuf,
+}
+
 /// Everything the suite runs against.
 pub struct SuiteInput {
     /// Base URL of the gateway / ALB (no trailing slash).
@@ -160,6 +196,11 @@ pub struct SuiteInput {
     pub local: Option<LocalAccess>,
     /// Requests in the concurrency check.
     pub concurrency: usize,
+    /// Which suites run.
+    pub suite: Suite,
+    /// The browser suite's settings; `None` leaves it out (runs against a `--target`, whose
+    /// names the suite's browser does not resolve).
+    pub browser: Option<BrowserSettings>,
 }
 
 /// What the suite created in one tenant before the checks.
@@ -228,8 +269,12 @@ fn err(e: anyhow::Error) -> String {
     format!("{e:#}")
 }
 
-async fn prepare(gateway: &str, creds: &TenantCredentials) -> Result<TenantData> {
-    let client = TenantClient::new(&format!("{gateway}/tenant/{}/", creds.prefix));
+async fn prepare(
+    gateway: &str,
+    routing: crate::gateway::Routing,
+    creds: &TenantCredentials,
+) -> Result<TenantData> {
+    let client = TenantClient::new(&routing.tenant_url(gateway, &creds.prefix));
     let login = client.login(&creds.username, &creds.password).await?;
     let token = login.json()["access_token"]
         .as_str()
@@ -276,13 +321,61 @@ async fn prepare(gateway: &str, creds: &TenantCredentials) -> Result<TenantData>
     })
 }
 
-/// Runs every check; returns the results and the seconds spent in setup and in checks.
+/// Runs the selected suites; returns the results and the seconds spent in setup and in checks
+/// (the browser suite's own time is its `browser/time` row and part of the checks).
 pub async fn run_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
+    let (mut results, setup_secs, mut checks_secs) = if input.suite == Suite::Browser {
+        (Vec::new(), 0.0, 0.0)
+    } else {
+        isolation_suite(input).await
+    };
+    if input.suite == Suite::Isolation {
+        return (results, setup_secs, checks_secs);
+    }
+    let started = Instant::now();
+    match &input.browser {
+        None => results.push(CheckResult {
+            check: "browser".into(),
+            pair: "-".into(),
+            outcome: Outcome::Skip,
+            ms: 0.0,
+            evidence: Some(
+                "the browser suite needs a local stack: local runs only (its browser resolves only loopback names)"
+                    .into(),
+            ),
+        }),
+        Some(settings) => match browser::chromium() {
+            Ok(None) if input.suite == Suite::All => {
+                results.push(browser::skipped_without_chromium())
+            }
+            _ => {
+                let suite = browser::BrowserSuite {
+                    gateway: &input.gateway,
+                    routing: settings.routing,
+                    tenants: &input.tenants,
+                    artifacts: &settings.artifacts,
+                    chromium_required: input.suite == Suite::Browser,
+                };
+                results.extend(browser::run(&suite).await);
+            }
+        },
+    }
+    checks_secs += started.elapsed().as_secs_f64();
+    (results, setup_secs, checks_secs)
+}
+
+/// The tenant-isolation suite (and the credentials suite when the run has its access).
+async fn isolation_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
+    let routing = input
+        .browser
+        .as_ref()
+        .map(|b| b.routing)
+        .unwrap_or_default();
     let mut results = Vec::new();
     let setup_started = Instant::now();
     let mut tenants = Vec::new();
     for creds in &input.tenants {
-        match prepare(&input.gateway, creds).await {
+        match prepare(&input.gateway, routing, creds).await {
             Ok(data) => tenants.push(data),
             Err(e) => {
                 timed(&mut results, "setup", &creds.prefix, async { Err(err(e)) }).await;
@@ -308,18 +401,20 @@ pub async fn run_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
     .await;
     timed(&mut results, "routing/unknown-tenant", "-", async {
         let prefix = format!("no-such-tenant-{}", crate::secret::hex(3));
-        match http.get(format!("{gateway}/tenant/{prefix}/")).send().await {
-            Ok(a) if a.status() == 404 => Ok(None),
-            Ok(a) => Err(format!("/tenant/{prefix}/ answered {}", a.status())),
+        let url = routing.tenant_url(gateway, &prefix);
+        match TenantClient::new(&url).get("", &Auth::None).await {
+            Ok(a) if a.status == 404 => Ok(None),
+            Ok(a) => Err(format!("{url} answered {}", a.status)),
             Err(e) => Err(e.to_string()),
         }
     })
     .await;
     for a in &tenants {
         let prefix = &a.creds.prefix;
+        let root = format!("{}/", routing.root_path(prefix));
         timed(&mut results, "routing", prefix, async {
             let answer = a.client.get("", &Auth::None).await.map_err(err)?;
-            let base = format!("<base href=\"/tenant/{prefix}/\"");
+            let base = format!("<base href=\"{root}\"");
             if answer.status == 200 && answer.body.contains(&base) {
                 Ok(None)
             } else {
@@ -340,14 +435,16 @@ pub async fn run_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
                     a.login.set_cookies
                 ));
             }
-            let scoped = format!("path=/tenant/{}/", prefix.to_lowercase());
-            match cookies
-                .iter()
-                .find(|c| !c.to_lowercase().replace(' ', "").contains(&scoped))
-            {
+            // Path routing: scoped to the tenant's path. Host routing: a host-only cookie (no
+            // Domain attribute) of the tenant's own origin.
+            let scoped = format!("path={}", root.to_lowercase());
+            match cookies.iter().find(|c| {
+                let c = c.to_lowercase().replace(' ', "");
+                !c.contains(&scoped) || c.contains("domain=")
+            }) {
                 None => Ok(None),
                 Some(c) => Err(format!(
-                    "session cookie not scoped to /tenant/{prefix}/: {c}"
+                    "session cookie not scoped to {root} of its own host: {c}"
                 )),
             }
         })
@@ -816,6 +913,9 @@ pub async fn run_against_target(
         tenants: creds.tenants,
         local: None,
         concurrency,
+        // The browser suite needs a local run: its browser resolves only loopback names.
+        suite: Suite::Isolation,
+        browser: None,
     };
     let (results, setup_secs, checks_secs) = run_suite(&input).await;
     Ok(E2eReport {

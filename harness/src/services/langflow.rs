@@ -176,7 +176,11 @@ pub fn process_spec(
         ("LANGFLOW_TELEMETRY_WRITER_OUTBOX_DIR", path("telemetry")),
         ("LANGFLOW_HOST", placement.listen_host().to_string()),
         ("LANGFLOW_PORT", listen_port.to_string()),
-        ("LANGFLOW_ROOT_PATH", format!("/tenant/{}", instance.prefix)),
+        // Path routing: served under /tenant/<prefix>; host routing: at the root of its own origin.
+        (
+            "LANGFLOW_ROOT_PATH",
+            config.gateway.routing.root_path(instance.prefix),
+        ),
         ("LANGFLOW_SECRET_KEY", instance.secret_key.to_string()),
         ("LANGFLOW_AUTO_LOGIN", "false".into()),
         // Langflow 1.13 refuses to start with auto-login off unless a superuser is configured;
@@ -278,9 +282,12 @@ fn components_path(config: &Config) -> Option<String> {
     dir.is_dir().then(|| dir.display().to_string())
 }
 
-/// Base URL of an instance (with its root path).
-pub fn base_url(port: u16, prefix: &str) -> String {
-    format!("http://127.0.0.1:{port}/tenant/{prefix}")
+/// Base URL of an instance (with its root path, which depends on the gateway's routing).
+pub fn base_url(config: &Config, port: u16, prefix: &str) -> String {
+    format!(
+        "http://127.0.0.1:{port}{}",
+        config.gateway.routing.root_path(prefix)
+    )
 }
 
 /// Readiness: `GET /health_check` answers `{"status":"ok", "db":"ok", ...}`.

@@ -738,6 +738,20 @@ impl Stack {
         })
     }
 
+    /// The state of the running stack; an error telling to start it when nothing runs.
+    pub fn running_state(&self) -> Result<crate::state::RunState> {
+        self.files
+            .read_state()?
+            .ok_or_else(|| anyhow!("the stack is not running; start it with `cargo xtask up`"))
+    }
+
+    /// Host port of service `name` of the running stack.
+    pub fn service_port(state: &crate::state::RunState, name: &str) -> Result<u16> {
+        state.services.get(name).map(|s| s.port).ok_or_else(|| {
+            anyhow!("{name} is not part of the running stack; restart it with `cargo xtask down && cargo xtask up`")
+        })
+    }
+
     /// Log file of service `name` in the current run (the name must be one of the run's services).
     pub fn log_path(&self, name: &str) -> Result<PathBuf> {
         let state = self

@@ -69,7 +69,8 @@ pub struct TenantEndpoint {
     pub prefix: String,
     /// Schema id.
     pub schema: String,
-    /// URL through the gateway (`http://127.0.0.1:<gw>/tenant/<prefix>/`).
+    /// URL through the gateway (`http://127.0.0.1:<gw>/tenant/<prefix>/`, or
+    /// `http://<prefix>.localhost:<gw>/` with host routing).
     pub url: String,
     /// Port of the tenant's own instance (direct, bypassing the gateway).
     pub instance_port: u16,
@@ -200,7 +201,11 @@ impl Stack {
         };
         // The gateway starts with no routes; they are written once the instances' ports are known
         // (it re-reads the file on change).
-        Routes::default().write(&self.routes_path())?;
+        Routes {
+            routing: self.config.gateway.routing,
+            ..Routes::default()
+        }
+        .write(&self.routes_path())?;
         let mut ready = vec![self.start_gateway(state, gateway_port).await?];
         if !schemas.is_empty() {
             let launcher = langflow::Launcher::prepare(&self.config, placement).await?;
@@ -212,6 +217,7 @@ impl Stack {
         }
         let recorded = state.lock().expect("state lock").clone();
         let routes = Routes {
+            routing: self.config.gateway.routing,
             tenants: schemas
                 .iter()
                 .filter_map(|s| {
@@ -369,7 +375,7 @@ impl Stack {
                 ServiceRecord {
                     process: process.clone(),
                     port,
-                    url: langflow::base_url(port, &schema.prefix) + "/",
+                    url: langflow::base_url(&self.config, port, &schema.prefix) + "/",
                     log: spec.log.clone(),
                     probe: Probe::Http {
                         url: format!("http://127.0.0.1:{port}/health_check"),
@@ -420,7 +426,7 @@ impl Stack {
                 })
                 .unwrap_or_default();
             endpoints.push(TenantEndpoint {
-                url: format!("{}/tenant/{prefix}/", gateway.url),
+                url: routes.routing.tenant_url(&gateway.url, &prefix),
                 prefix,
                 schema: upstream.schema,
                 instance_port: upstream.port,
@@ -466,6 +472,7 @@ impl Stack {
         }
         let port = state.lock().expect("state lock").services[&name].port;
         let mut routes = Routes::read(&self.routes_path()).unwrap_or_default();
+        routes.routing = self.config.gateway.routing;
         routes.tenants.insert(
             schema.prefix.clone(),
             Upstream {

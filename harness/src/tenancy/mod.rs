@@ -661,3 +661,116 @@ fn db_message(error: &tokio_postgres::Error) -> String {
         .as_db_error()
         .map_or_else(|| error.to_string(), |d| d.message().to_string())
 }
+
+/// What tenant import (`crate::bundle`) needs beyond schema-add: an empty tenant under the same
+/// contract (role, schema, grants, secrets) for a dump to be restored into as the tenant's own
+/// role, its removal when anything later fails, the migration to head, and the operator user.
+impl Tenancy {
+    /// Takes the state lock (unless the caller holds it) for a multi-step tenant change.
+    pub fn lock_for_change(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+        self.lock()
+    }
+
+    /// A new schema id for `prefix` (not created).
+    pub fn new_schema_id(prefix: &str) -> Result<String> {
+        naming::validate_prefix(prefix)?;
+        Ok(naming::schema_id(
+            prefix,
+            &secret::hex(naming::SCHEMA_SUFFIX_LEN / 2),
+        ))
+    }
+
+    /// Creates the empty tenant `schema` of `prefix` (no Langflow tables) with fresh secrets, the
+    /// secret key given (`--secret-key-from`) or a new one. The caller holds
+    /// [`Self::lock_for_change`].
+    pub async fn create_empty(
+        &self,
+        prefix: &str,
+        schema: &str,
+        secret_key: Option<String>,
+    ) -> Result<()> {
+        naming::validate_prefix(prefix)?;
+        if naming::parse_schema_id(schema)? != prefix {
+            bail!("schema {schema} does not belong to prefix {prefix}");
+        }
+        if let Some(existing) = self.find_prefix(prefix).await? {
+            bail!(
+                "prefix '{prefix}' already exists as schema {}; import under another prefix with \
+                 --prefix NEW, or remove it with `cargo xtask tenant schema-rm --schema {} --yes`",
+                existing.schema,
+                existing.schema
+            );
+        }
+        let schema = schema.to_string();
+        let secrets = TenantSecrets {
+            role_password: secret::password(32),
+            secret_key: secret_key.unwrap_or_else(secret::urlsafe_key),
+            operator_password: secret::password(32),
+        };
+        let client = self.connect().await?;
+        self.create_role_and_schema(&client, &schema, &secrets.role_password)
+            .await
+            .with_context(|| format!("cannot create schema {schema}"))?;
+        if let Err(e) = self.update_secrets(|all| {
+            all.tenants.insert(schema.clone(), secrets.clone());
+            true
+        }) {
+            let _ = self.drop_schema_and_role(&client, &schema).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a tenant made by [`Self::create_empty`] and whatever was restored into it.
+    pub async fn discard(&self, schema: &str) -> Result<()> {
+        let client = self.connect().await?;
+        let dropped = self.drop_schema_and_role(&client, schema).await;
+        self.forget_secrets(schema)?;
+        dropped
+    }
+
+    /// Brings a tenant's schema to Langflow's Alembic head with Langflow's own migrations, run as
+    /// the tenant's role.
+    pub async fn migrate(&self, schema: &str) -> Result<()> {
+        let target = self.tenant_target(schema)?;
+        migrate::upgrade_to_head(&self.config, &self.migrator, &target).await
+    }
+
+    /// Marks a tenant made by [`Self::create_empty`] as complete: from now on it is listed and
+    /// served (until then a cut-off import is never taken for a tenant).
+    pub async fn mark_complete(&self, schema: &str) -> Result<()> {
+        self.connect()
+            .await?
+            .batch_execute(&format!(
+                "COMMENT ON SCHEMA {} IS {}",
+                quote_ident(schema),
+                quote_literal(SCHEMA_COMMENT)
+            ))
+            .await
+            .map_err(|e| anyhow!("cannot mark schema {schema} complete: {}", db_message(&e)))
+    }
+
+    /// Makes the harness's operator superuser of a tenant hold the password in `secrets.json`
+    /// (reset when the user exists, as after an import; created otherwise).
+    pub async fn ensure_operator(&self, schema: &str) -> Result<()> {
+        let password = self.tenant_secrets(schema)?.operator_password;
+        if self.user_exists(schema, OPERATOR_USERNAME).await? {
+            self.user_reset(schema, OPERATOR_USERNAME, Some(&password))
+                .await
+                .map(|_| ())
+        } else {
+            self.user_add(schema, OPERATOR_USERNAME, Some(&password), true)
+                .await
+                .map(|_| ())
+        }
+    }
+
+    /// Every schema of the database (names an import must never touch, its own excepted).
+    pub async fn all_schemas(&self) -> Result<Vec<String>> {
+        let client = self.connect().await?;
+        let rows = client
+            .query("SELECT nspname FROM pg_namespace", &[])
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+}
