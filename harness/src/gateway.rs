@@ -122,6 +122,13 @@ pub struct Routes {
     pub routing: Routing,
     /// Upstreams by tenant prefix.
     pub tenants: BTreeMap<String, Upstream>,
+    /// Image mode (`up --image`): the task ports behind the gateway, as the ALB's target group.
+    /// When set, `/tenant/*` and `/health` go round-robin to these instead of `tenants`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<u16>,
+    /// Whether the pool is sticky (lb_cookie): a client keeps the task of its first answer.
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 impl Routes {
@@ -434,6 +441,9 @@ async fn route(
     scheme: &'static str,
 ) -> Response<GatewayBody> {
     let path = request.uri().path();
+    if !routes.pool.is_empty() {
+        return route_to_pool(request, client, routes, tenant, scheme).await;
+    }
     // With host routing a tenant's own `/health` is its instance's; the gateway's is on any
     // other host (127.0.0.1), as the ALB's rules leave the default action.
     if path == "/health" && (routes.routing == Routing::Path || tenant.is_none()) {
@@ -477,6 +487,70 @@ async fn route(
             format!("tenant '{tenant}' is unavailable: {e}\n"),
         ),
     }
+}
+
+/// The cookie that keeps a client on one task when the pool is sticky (the ALB's is `AWSALB`).
+pub const STICKY_COOKIE: &str = "AWSALB";
+
+/// Next task of the round-robin.
+static NEXT_TASK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Image mode: the ALB's listener rules (`/tenant/*` and `/health` → the target group), round-robin
+/// over the tasks, sticky by cookie when the target group is.
+async fn route_to_pool(
+    request: Request<Incoming>,
+    client: SocketAddr,
+    routes: &Routes,
+    tenant: Option<&str>,
+    scheme: &'static str,
+) -> Response<GatewayBody> {
+    let path = request.uri().path();
+    let matched = path == "/health" || path == "/health_check" || tenant.is_some();
+    if !matched {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            "not found; tenants are served under /tenant/<prefix>/\n",
+        );
+    }
+    let pinned = routes
+        .sticky
+        .then(|| sticky_task(&request))
+        .flatten()
+        .filter(|i| *i < routes.pool.len());
+    let index = pinned.unwrap_or_else(|| {
+        NEXT_TASK.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % routes.pool.len()
+    });
+    match forward(request, client, routes.pool[index], scheme).await {
+        Ok(mut response) => {
+            if routes.sticky && pinned.is_none() {
+                if let Ok(cookie) =
+                    HeaderValue::from_str(&format!("{STICKY_COOKIE}={index}; Path=/; HttpOnly"))
+                {
+                    response
+                        .headers_mut()
+                        .append(hyper::header::SET_COOKIE, cookie);
+                }
+            }
+            response
+        }
+        Err(e) => text_response(
+            StatusCode::BAD_GATEWAY,
+            format!("task {} is unavailable: {e}\n", index + 1),
+        ),
+    }
+}
+
+/// The task index a request's sticky cookie names.
+fn sticky_task<T>(request: &Request<T>) -> Option<usize> {
+    request
+        .headers()
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == STICKY_COOKIE)
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).

@@ -82,6 +82,13 @@ pub struct Secrets {
     /// Per-tenant secrets, by schema id.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantSecrets>,
+    /// Image mode: the RDS master user's password (its secret in the emulator is made from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_db_password: Option<String>,
+    /// Image mode: the Fargate stack's `TenantKeySeed` (kept, as the stack retains the secret:
+    /// a new seed would change every tenant's keys and role passwords).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_key_seed: Option<String>,
 }
 
 /// Secrets of one tenant: what its Langflow instance needs to start. User passwords are never

@@ -20,6 +20,8 @@ fn options(routing: Routing, artifacts: &std::path::Path) -> LocalOptions {
         suite: Suite::Browser,
         routing: Some(routing),
         artifacts: Some(artifacts.to_path_buf()),
+        image: None,
+        tasks: None,
     }
 }
 

@@ -95,6 +95,8 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
         suite: harness::e2e::Suite::Isolation,
         routing: None,
         artifacts: None,
+        image: None,
+        tasks: None,
     };
     let local = run(&common::repo_root(), &gateway(), &options)
         .await
@@ -169,6 +171,8 @@ async fn shared_secret_key_is_caught_by_exactly_the_forged_token_checks() {
         suite: harness::e2e::Suite::Isolation,
         routing: None,
         artifacts: None,
+        image: None,
+        tasks: None,
     };
     let local = run(&common::repo_root(), &gateway(), &options)
         .await

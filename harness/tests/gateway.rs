@@ -37,6 +37,7 @@ fn write_routes_with(path: &Path, routing: Routing, tenants: &[(&str, u16)]) {
                 (prefix.to_string(), upstream)
             })
             .collect(),
+        ..Routes::default()
     }
     .write(path)
     .unwrap();

@@ -412,6 +412,7 @@ async fn export_import_round_trip_bad_inputs_and_env() {
             s3: harness::services::aws::s3_client(aws_port(&stack), &stack.config().aws.region)
                 .await,
             bucket: stack.config().aws.tenant_bucket.clone(),
+            task_urls: Vec::new(),
             credentials: None,
         }),
         concurrency: 4,

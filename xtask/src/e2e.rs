@@ -44,6 +44,13 @@ pub struct E2eArgs {
     /// Where the browser suite keeps screenshots of failed checks (default target/e2e-browser).
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
+    /// Image mode: run this image as the Fargate service does (containers, at least 2 tasks,
+    /// the TaskDefinition's environment) and make the tenants with its own tenant manager.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "target")]
+    image: Option<String>,
+    /// Tasks in image mode (default: the service's DesiredCount, at least 2).
+    #[arg(long, requires = "image")]
+    tasks: Option<usize>,
 }
 
 /// Runs the suite (`stack` only supplies the configuration; `runtime` is the global
@@ -60,6 +67,8 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
         suite,
         routing,
         artifacts,
+        image,
+        tasks,
     } = args;
     let report = match (target, credentials) {
         (Some(_), Some(_)) if suite == harness::e2e::Suite::Browser => {
@@ -80,6 +89,8 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
                 suite,
                 routing,
                 artifacts,
+                image,
+                tasks,
             };
             let run = harness::e2e::local::run(&stack.config().root, &gateway_command()?, &options)
                 .await?;

@@ -11,13 +11,15 @@ use harness::report;
 #[derive(Subcommand)]
 pub enum ImagesCommand {
     /// Build the local images (langflow-infra/<name>:<version>) from compose/images/: base, then
-    /// postgres, aws (ministack), langflow. A build whose inputs are unchanged is skipped.
+    /// postgres, aws (ministack), langflow, langflow-multi-tenant (the reference multi-tenant
+    /// image, FROM langflow). A build whose inputs are unchanged is skipped.
     Build {
         /// Bootstrap the base from Debian packages (debootstrap) without trying to pull
         /// debian:bookworm-slim.
         #[arg(long)]
         offline_base: bool,
-        /// Only these images (base, postgres, aws, langflow); the base is built too when missing.
+        /// Only these images (base, postgres, aws, langflow, langflow-multi-tenant); the base (and
+        /// for langflow-multi-tenant the langflow image) is built too when missing.
         #[arg(long, value_name = "SERVICE", num_args = 1..)]
         only: Vec<String>,
         /// Print the result as JSON.
@@ -33,7 +35,7 @@ pub enum ImagesCommand {
     },
     /// Remove the local builds (langflow-infra/* only; public images are never touched).
     Rm {
-        /// Only these images (base, postgres, aws, langflow).
+        /// Only these images (base, postgres, aws, langflow, langflow-multi-tenant).
         #[arg(long, value_name = "SERVICE", num_args = 1..)]
         only: Vec<String>,
         /// Confirm the removal.

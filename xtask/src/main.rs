@@ -12,6 +12,7 @@ use harness::stack::{GatewayCommand, Stack};
 
 mod bench;
 mod chaos;
+mod compose;
 mod creds;
 mod e2e;
 mod env;
@@ -77,6 +78,12 @@ enum Command {
         #[command(subcommand)]
         command: images::ImagesCommand,
     },
+    /// compose/docker-compose.yml for docker-compose users, rendered from the harness's service
+    /// definitions (`render`, or `render --check` to compare).
+    Compose {
+        #[command(subcommand)]
+        command: compose::ComposeCommand,
+    },
     /// Serve the identity server: OIDC issuer + STS gate (started by `up`; not for direct use).
     #[command(hide = true)]
     IdentityServe(serve::IdentityArgs),
@@ -128,6 +135,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = Config::load(&find_root(&workspace_root()))?;
             return images::run(&config, command).await;
         }
+        Command::Compose { command } => {
+            let config = Config::load(&find_root(&workspace_root()))?;
+            return compose::run(&config, command);
+        }
         Command::CredsProbe => return creds::probe().await,
         command => command,
     };
@@ -142,14 +153,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Stack::new(Config::load(&find_root(&workspace_root()))?)
             .with_gateway_command(gateway_command()?)
     } else {
-        load_stack(cli.runtime.as_deref(), starting)?
+        // Image mode runs the image in containers.
+        let image_mode = matches!(&command, Command::Up(up) if up.image.is_some());
+        let runtime = cli.runtime.as_deref().or(image_mode.then_some("docker"));
+        load_stack(runtime, starting)?
     };
     match command {
         Command::GatewayServe(_)
         | Command::IdentityServe(_)
         | Command::Supervise(_)
         | Command::CredsProbe
-        | Command::Images { .. } => unreachable!("handled above"),
+        | Command::Images { .. }
+        | Command::Compose { .. } => unreachable!("handled above"),
         Command::Up(args) => stack_cmds::up(stack, args).await,
         Command::Status(args) => stack_cmds::status(&stack, args).await,
         Command::Logs(args) => stack_cmds::logs(&stack, args).await,

@@ -23,6 +23,16 @@ pub struct UpArgs {
     /// Stay in the foreground; Ctrl-C then stops everything.
     #[arg(long)]
     foreground: bool,
+    /// Run this image as the Fargate service runs it (image mode; containers): its tasks get
+    /// exactly the TaskDefinition's environment, tenants are managed by the image's tenantmgr.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Tasks to run in image mode (default: the service's DesiredCount).
+    #[arg(long, requires = "image")]
+    tasks: Option<usize>,
+    /// The Fargate template to render the task from (default: aws/apps/fargate-stack.cfn.yaml).
+    #[arg(long, requires = "image", value_name = "PATH")]
+    template: Option<PathBuf>,
 }
 
 /// Arguments of `status`.
@@ -60,9 +70,24 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
         json,
         infra_only,
         foreground,
+        image,
+        tasks,
+        template,
     } = args;
     if infra_only {
         stack = stack.infra_only();
+    }
+    if let Some(image) = image {
+        if tasks == Some(0) {
+            anyhow::bail!("--tasks 0 runs nothing; give 1 or more");
+        }
+        stack = stack.with_image(harness::stack::image::ImageRequest {
+            image,
+            tasks,
+            min_tasks: 1,
+            template,
+            fault_env: Default::default(),
+        });
     }
     let report = stack.up().await?;
     if json {

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use harness::bundle;
 use harness::report;
+use harness::stack::image::ImageMode;
 use harness::stack::Stack;
 use harness::tenancy::{naming, IssuedCredentials, Tenancy};
 
@@ -121,8 +122,66 @@ pub enum TenantCommand {
     },
 }
 
+/// In image mode the image's own tenant manager answers (inside a task, as `docker exec` / ECS
+/// Exec would run it): its arguments for `command`, or `None` for what it does not do.
+fn tenantmgr_args(command: &TenantCommand) -> Option<Vec<String>> {
+    let user = |verb: &str, user: &UserArgs, extra: &[&str], json: bool| {
+        let mut args = vec![
+            verb.to_string(),
+            "--schema".into(),
+            user.schema.clone(),
+            "--username".into(),
+            user.username.clone(),
+        ];
+        if let Some(password) = &user.password {
+            args.extend(["--password".into(), password.clone()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if json {
+            args.push("--json".into());
+        }
+        args
+    };
+    let json_flag = |json: bool| json.then(|| "--json".to_string());
+    Some(match command {
+        TenantCommand::SchemaAdd { prefix, json } => ["schema-add", "--prefix", prefix]
+            .map(String::from)
+            .into_iter()
+            .chain(json_flag(*json))
+            .collect(),
+        TenantCommand::SchemaList { json } => std::iter::once("schema-list".to_string())
+            .chain(json_flag(*json))
+            .collect(),
+        TenantCommand::UserAdd {
+            user: u,
+            superuser,
+            json,
+        } => user(
+            "user-add",
+            u,
+            if *superuser { &["--superuser"] } else { &[] },
+            *json,
+        ),
+        TenantCommand::UserReset { user: u, json } => user("user-reset", u, &[], *json),
+        _ => return None,
+    })
+}
+
 /// Runs a `tenant` subcommand against the running stack.
 pub async fn run(stack: &Stack, command: TenantCommand) -> Result<ExitCode> {
+    if ImageMode::read(&stack.config().state_dir)?.is_some() {
+        let Some(args) = tenantmgr_args(&command) else {
+            anyhow::bail!("the stack runs the deployed image (`up --image`): tenants are managed by the image's tenant manager, which has schema-add, schema-list, user-add and user-reset only");
+        };
+        let run = stack.tenantmgr(&args)?;
+        print!("{}", run.stdout);
+        eprint!("{}", run.stderr);
+        return Ok(if run.success {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let tenancy = || Tenancy::for_running_stack(stack.config(), stack.files());
     match command {
         TenantCommand::SchemaAdd { prefix, json } => {

@@ -36,7 +36,11 @@ use crate::progress::{self, Step};
 /// Tag of the base every local image is built `FROM`.
 pub const BASE_TAG: &str = "langflow-infra/debian:bookworm";
 /// The services with images, in build order.
-pub const SERVICES: [&str; 4] = ["base", "postgres", "aws", "langflow"];
+pub const SERVICES: [&str; 5] = ["base", "postgres", "aws", "langflow", MULTI_TENANT];
+/// The reference multi-tenant image (`compose/images/langflow-multi-tenant/`): the deployed shape,
+/// one container serving every tenant, built `FROM` the local Langflow image. It has no public
+/// counterpart: its public and local references are the same local tag.
+pub const MULTI_TENANT: &str = "langflow-multi-tenant";
 /// Repository prefix of every image the harness builds (the only ones `remove` touches).
 pub const LOCAL_PREFIX: &str = "langflow-infra/";
 /// The Debian release the base is made from.
@@ -102,10 +106,26 @@ pub fn image_specs(config: &Config) -> Vec<ImageSpec> {
         ImageSpec {
             service: "langflow",
             public: images.langflow,
-            local: format!("langflow-infra/langflow:{}", config.langflow.version),
+            local: langflow_local_tag(config),
             context_dir: dir.join("langflow"),
         },
+        ImageSpec {
+            service: MULTI_TENANT,
+            public: multi_tenant_tag(config),
+            local: multi_tenant_tag(config),
+            context_dir: dir.join(MULTI_TENANT),
+        },
     ]
+}
+
+/// The local Langflow image, `langflow-infra/langflow:<version>`.
+fn langflow_local_tag(config: &Config) -> String {
+    format!("langflow-infra/langflow:{}", config.langflow.version)
+}
+
+/// The reference multi-tenant image, `langflow-infra/langflow-multi-tenant:<version>`.
+pub fn multi_tenant_tag(config: &Config) -> String {
+    format!("{LOCAL_PREFIX}{MULTI_TENANT}:{}", config.langflow.version)
 }
 
 /// The image of one service (`ministack` is accepted for `aws`, `debian` for `base`).
@@ -123,6 +143,7 @@ fn canonical_service(service: &str) -> Result<&'static str> {
         "postgres" => "postgres",
         "aws" | "ministack" => "aws",
         "langflow" => "langflow",
+        "langflow-multi-tenant" | "multi-tenant" => MULTI_TENANT,
         other => bail!(
             "no image for service {other:?}; the services are {}",
             SERVICES.join(", ")
@@ -181,6 +202,19 @@ pub async fn resolve(docker: &Docker, config: &Config, service: &str) -> Result<
         spec.public,
         spec.local
     )
+}
+
+/// An image given by reference (`up --image`): present, or pulled when a registry answers.
+pub async fn resolve_reference(docker: &Docker, reference: &str) -> Result<String> {
+    if inspect(docker, reference).await?.is_some() {
+        return Ok(reference.to_string());
+    }
+    pull(docker, reference, true).await.map_err(|e| {
+        anyhow!(
+            "image {reference} is neither present nor pullable ({e:#}); build it first (for the reference image: `cargo xtask images build --only langflow-multi-tenant`)"
+        )
+    })?;
+    Ok(reference.to_string())
 }
 
 /// The image's details, or `None` when the engine does not have it.
@@ -298,6 +332,15 @@ pub async fn build(
     if wanted.is_empty() {
         wanted = SERVICES.to_vec();
     }
+    // The multi-tenant image is built FROM the local Langflow image.
+    if wanted.contains(&MULTI_TENANT)
+        && !wanted.contains(&"langflow")
+        && inspect(docker, &langflow_local_tag(config))
+            .await?
+            .is_none()
+    {
+        wanted.push("langflow");
+    }
     let work_dir = config.cache_dir.join("images");
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
@@ -328,6 +371,7 @@ pub async fn build(
         }
         let mut args = BTreeMap::from([("BASE".to_string(), BASE_TAG.to_string())]);
         let mut injected: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut from_id = base_id.clone();
         match spec.service {
             "postgres" => {
                 args.insert("PG_MAJOR".into(), postgres_major(&spec.public));
@@ -346,13 +390,24 @@ pub async fn build(
                 injected.push(("host-ca.crt".into(), ca.1.clone()));
                 injected.push(("constraints.txt".into(), langflow_constraints(config)?));
             }
+            MULTI_TENANT => {
+                let langflow = langflow_local_tag(config);
+                args.insert("LANGFLOW_IMAGE".into(), langflow.clone());
+                // Its base is the Langflow image: a new Langflow image rebuilds it.
+                from_id = inspect(&docker, &langflow)
+                    .await?
+                    .and_then(|i| i.id)
+                    .ok_or_else(|| {
+                        anyhow!("{langflow} is missing; build it first: cargo xtask images build --only langflow")
+                    })?;
+            }
             _ => unreachable!("base is built above"),
         }
         let build = DockerfileBuild {
             spec,
             args,
             injected,
-            base_id: base_id.clone(),
+            base_id: from_id,
             source: "dockerfile",
         };
         reports.push(build.run(&docker, &work_dir, &ui).await?);
@@ -1560,6 +1615,15 @@ mod tests {
             Path::new("/repo/compose/images/ministack")
         );
         assert_eq!(specs[3].local, "langflow-infra/langflow:1.13.0");
+        assert_eq!(
+            specs[4].local,
+            "langflow-infra/langflow-multi-tenant:1.13.0"
+        );
+        assert_eq!(specs[4].public, specs[4].local);
+        assert_eq!(
+            image_spec(&config, "multi-tenant").unwrap().service,
+            MULTI_TENANT
+        );
         assert!(specs.iter().all(|s| s.local.starts_with(LOCAL_PREFIX)));
         assert!(image_spec(&config, "ministack").is_ok());
         assert!(image_spec(&config, "redis").is_err());

@@ -12,6 +12,7 @@ use super::credentials::CredentialsAccess;
 use super::{run_suite, E2eReport, LocalAccess, SuiteInput, TenantCredentials};
 use crate::config::Config;
 use crate::services::aws;
+use crate::stack::image::{ImageMode, ImageRequest};
 use crate::stack::{Fault, GatewayCommand, Stack, GATEWAY_SERVICE};
 use crate::tenancy::Tenancy;
 
@@ -44,6 +45,11 @@ pub struct LocalOptions {
     /// Where the browser suite keeps screenshots of failed checks; `None` =
     /// `<repository>/target/e2e-browser`.
     pub artifacts: Option<PathBuf>,
+    /// Image mode: run this image as the Fargate service (at least two tasks) instead of the
+    /// harness's per-tenant instances; tenants are made with the image's tenant manager.
+    pub image: Option<String>,
+    /// Tasks in image mode (default: the service's DesiredCount, at least 2).
+    pub tasks: Option<usize>,
 }
 
 /// A finished local run.
@@ -66,6 +72,68 @@ fn tenants_yaml() -> String {
     yaml
 }
 
+/// Image mode: makes tenant `prefix` with the image's own tenant manager, as an operator would
+/// (`schema-add`, then `user-add` of an admin and of the shared username, generated passwords),
+/// parsing what it prints.
+async fn image_tenant(stack: &Stack, prefix: &str) -> Result<(TenantCredentials, String)> {
+    let run = |args: Vec<String>| {
+        let stack = stack;
+        async move {
+            let what = args.join(" ");
+            let done = stack.tenantmgr(&args)?;
+            if !done.success {
+                anyhow::bail!(
+                    "tenantmgr {what} failed ({}): {}{}",
+                    done.status,
+                    done.stderr.trim(),
+                    done.stdout.trim()
+                );
+            }
+            Ok::<String, anyhow::Error>(done.stdout)
+        }
+    };
+    let added = run(vec!["schema-add".into(), "--prefix".into(), prefix.into()]).await?;
+    let schema = printed(&added, "Schema ID")
+        .with_context(|| format!("tenantmgr schema-add printed no 'Schema ID:' line: {added}"))?;
+    let user = |username: String| {
+        let schema = schema.clone();
+        async move {
+            let out = run(vec![
+                "user-add".into(),
+                "--schema".into(),
+                schema,
+                "--username".into(),
+                username.clone(),
+            ])
+            .await?;
+            printed(&out, "Password").with_context(|| {
+                format!("tenantmgr user-add {username} printed no 'Password:' line")
+            })
+        }
+    };
+    let admin = format!("admin@{prefix}.com");
+    let password = user(admin.clone()).await?;
+    let shared_password = user(SHARED_USERNAME.to_string()).await?;
+    Ok((
+        TenantCredentials {
+            prefix: prefix.to_string(),
+            username: admin,
+            password,
+            shared_username: Some(SHARED_USERNAME.into()),
+            shared_password: Some(shared_password),
+        },
+        schema,
+    ))
+}
+
+/// The value of a `Label: value` line of a tool's output.
+fn printed(output: &str, label: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let (key, value) = line.trim().split_once(':')?;
+        (key.trim() == label).then(|| value.trim().to_string())
+    })
+}
+
 /// Brings up an isolated stack, runs the suite on it and tears it down (unless `keep`).
 pub async fn run(
     root: &Path,
@@ -76,7 +144,12 @@ pub async fn run(
         .prefix("lfi-e2e-")
         .tempdir()
         .context("cannot create a temp dir for the e2e stack")?;
-    let mut config = Config::isolated_with_tenants(root, dir.path(), &tenants_yaml())?;
+    let tenants_file = if options.image.is_some() {
+        "tenants: []\n".to_string()
+    } else {
+        tenants_yaml()
+    };
+    let mut config = Config::isolated_with_tenants(root, dir.path(), &tenants_file)?;
     // Every request of the suite comes from 127.0.0.1: Langflow's default of 5 logins per
     // minute per client would turn later login checks into 429s.
     config.langflow.login_rate_limit_per_minute = E2E_LOGIN_RATE_LIMIT;
@@ -87,13 +160,30 @@ pub async fn run(
         config.gateway.routing = routing;
     }
     let routing = config.gateway.routing;
-    let (stack, notice) = Stack::open(config, options.runtime.as_deref(), true)?;
+    let runtime = match (&options.image, options.runtime.as_deref()) {
+        (Some(_), None | Some("auto")) => Some("docker"),
+        (_, runtime) => runtime,
+    };
+    let (stack, notice) = Stack::open(config, runtime, true)?;
     if let Some(notice) = notice {
         eprintln!("{notice}");
     }
     let mut stack = stack.with_gateway_command(gateway.clone());
-    if let Some(fault) = options.fault {
-        stack = stack.with_fault(fault);
+    match (&options.image, options.fault) {
+        (Some(image), fault) => {
+            stack = stack.with_image(ImageRequest {
+                image: image.clone(),
+                tasks: options.tasks,
+                min_tasks: 2,
+                template: None,
+                // The reference image breaks isolation on purpose with LFMT_FAULT (tests only).
+                fault_env: fault
+                    .map(|f| [("LFMT_FAULT".to_string(), f.as_str().to_string())].into())
+                    .unwrap_or_default(),
+            });
+        }
+        (None, Some(fault)) => stack = stack.with_fault(fault),
+        (None, None) => {}
     }
     let up_started = Instant::now();
     let outcome = async {
@@ -115,6 +205,21 @@ pub async fn run(
         let mut tenants = Vec::new();
         let mut schemas = BTreeMap::new();
         let mut secret_keys = BTreeMap::new();
+        let mut task_urls = Vec::new();
+        if let Some(mode) = ImageMode::read(&stack.config().state_dir)? {
+            let state = stack.files().read_state()?.context("no state after up")?;
+            for name in mode.task_names() {
+                task_urls.push(format!(
+                    "http://127.0.0.1:{}",
+                    Stack::service_port(&state, &name)?
+                ));
+            }
+            for prefix in TENANTS {
+                let (creds, schema) = image_tenant(&stack, prefix).await?;
+                tenants.push(creds);
+                schemas.insert(prefix.to_string(), schema);
+            }
+        }
         for endpoint in &up.tenants {
             tenants.push(TenantCredentials {
                 prefix: endpoint.prefix.clone(),
@@ -139,15 +244,19 @@ pub async fn run(
             .service("aws")
             .map(|s| s.port)
             .context("the AWS emulator is not running")?;
+        let image_mode = !task_urls.is_empty();
         let local = LocalAccess {
             tenancy: Tenancy::for_running_stack(stack.config(), stack.files())?,
             schemas,
             secret_keys,
             s3: aws::s3_client(aws_port, &stack.config().aws.region).await,
             bucket: stack.config().aws.tenant_bucket.clone(),
+            task_urls,
+            // The credentials suite drives the harness's own instances (their IRSA settings).
             credentials: up
                 .status
                 .service(crate::credentials::IDENTITY_SERVICE)
+                .filter(|_| !image_mode)
                 .map(|identity| CredentialsAccess {
                     config: stack.config().clone(),
                     aws_port,

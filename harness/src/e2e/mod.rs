@@ -149,6 +149,9 @@ pub struct LocalAccess {
     pub bucket: String,
     /// Identity service and emulator for the `credentials` suite (when the run has them).
     pub credentials: Option<credentials::CredentialsAccess>,
+    /// Image mode: each task's own base URL (`http://127.0.0.1:<port>`), as the ALB's targets;
+    /// with two or more the `tasks/*` checks run.
+    pub task_urls: Vec<String>,
 }
 
 /// Which suites a run includes.
@@ -451,6 +454,11 @@ async fn isolation_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
         .await;
     }
 
+    if let Some(local) = input.local.as_ref().filter(|l| l.task_urls.len() >= 2) {
+        for tenant in &tenants {
+            task_checks(&mut results, tenant, &local.task_urls).await;
+        }
+    }
     for a in &tenants {
         for b in &tenants {
             if a.creds.prefix == b.creds.prefix {
@@ -501,6 +509,116 @@ async fn isolation_suite(input: &SuiteInput) -> (Vec<CheckResult>, f64, f64) {
         .await;
     }
     (results, setup_secs, checks_started.elapsed().as_secs_f64())
+}
+
+/// Image mode: the tasks of the service behave as one (a token issued by one task is accepted by
+/// the others; data written through one task is read through the others), checked on each task
+/// directly, as the ALB's targets, whatever the gateway's round-robin does.
+async fn task_checks(results: &mut Vec<CheckResult>, tenant: &TenantData, task_urls: &[String]) {
+    let prefix = &tenant.creds.prefix;
+    let client_of =
+        |url: &str| TenantClient::new(&crate::gateway::Routing::Path.tenant_url(url, prefix));
+    let first = client_of(&task_urls[0]);
+    timed(results, "tasks/token", prefix, async {
+        let token = first
+            .token(&tenant.creds.username, &tenant.creds.password)
+            .await
+            .map_err(|e| format!("control: cannot log in through task 1: {e:#}"))?;
+        for (i, url) in task_urls.iter().enumerate().skip(1) {
+            let answer = client_of(url)
+                .get("api/v1/users/whoami", &Auth::Bearer(&token))
+                .await
+                .map_err(err)?;
+            if answer.status != 200 {
+                return Err(format!(
+                    "a token issued by task 1 is refused by task {}: {}",
+                    i + 1,
+                    answer.evidence()
+                ));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    timed(results, "tasks/data", prefix, async {
+        let token = first
+            .token(&tenant.creds.username, &tenant.creds.password)
+            .await
+            .map_err(|e| format!("control: cannot log in through task 1: {e:#}"))?;
+        let flow = first
+            .create_flow(&token, &format!("task-1-{}", crate::secret::hex(4)))
+            .await
+            .map_err(|e| format!("control: cannot create a flow through task 1: {e:#}"))?;
+        for (i, url) in task_urls.iter().enumerate().skip(1) {
+            let other = client_of(url);
+            let token = other
+                .token(&tenant.creds.username, &tenant.creds.password)
+                .await
+                .map_err(|e| format!("cannot log in through task {}: {e:#}", i + 1))?;
+            let (answer, ids) = other.flow_ids(&Auth::Bearer(&token)).await.map_err(err)?;
+            if !ids.contains(&flow) {
+                return Err(format!(
+                    "a flow written through task 1 is not read through task {}: {}",
+                    i + 1,
+                    answer.evidence()
+                ));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+}
+
+/// Without the tenants' keys (image mode: the image derives them inside), a cross-tenant token is
+/// made the other way round: `b` gets a twin of `a`'s user (same id) in its database, then `a`'s
+/// own token is presented to `b`. A `b` that verifies it shares `a`'s signing key.
+async fn twin_token_check(local: &LocalAccess, a: &TenantData, b: &TenantData) -> Verdict {
+    let b_schema = local
+        .schemas
+        .get(&b.creds.prefix)
+        .ok_or("no schema id for the pair")?;
+    let admin = local.tenancy.admin_target().connect().await.map_err(err)?;
+    let table = format!("{}.\"user\"", crate::sql::quote_ident(b_schema));
+    let a_id = uuid::Uuid::parse_str(&a.user_id).map_err(|e| e.to_string())?;
+    let b_id = uuid::Uuid::parse_str(&b.user_id).map_err(|e| e.to_string())?;
+    let twin = format!("twin-{}", crate::secret::hex(4));
+    let made = async {
+        admin
+            .execute(
+                &format!("CREATE TEMP TABLE twin AS SELECT * FROM {table} WHERE id = '{b_id}'"),
+                &[],
+            )
+            .await?;
+        admin
+            .execute("UPDATE twin SET id = $1, username = $2", &[&a_id, &twin])
+            .await?;
+        admin
+            .execute(&format!("INSERT INTO {table} SELECT * FROM twin"), &[])
+            .await
+    }
+    .await;
+    let _ = admin.execute("DROP TABLE IF EXISTS twin", &[]).await;
+    made.map_err(|e| {
+        format!(
+            "cannot make a twin of {}'s user in {b_schema}: {e}",
+            a.creds.prefix
+        )
+    })?;
+    let answer = b
+        .client
+        .get("api/v1/users/whoami", &Auth::Bearer(&a.token))
+        .await
+        .map_err(err);
+    let _ = admin
+        .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&a_id])
+        .await;
+    let answer = answer?;
+    must_refuse(&answer, || {
+        format!(
+            "{}'s own token was accepted by {} for a user with the same id: the tenants share a signing key",
+            a.creds.prefix, b.creds.prefix
+        )
+    })
 }
 
 async fn pair_checks(
@@ -558,6 +676,9 @@ async fn pair_checks(
         let Some(local) = local else {
             return Ok(Some(SKIP_LOCAL.into()));
         };
+        if local.secret_keys.is_empty() {
+            return twin_token_check(local, a, b).await;
+        }
         let (Some(a_key), Some(b_key)) = (
             local.secret_keys.get(&a.creds.prefix),
             local.secret_keys.get(&b.creds.prefix),
@@ -787,8 +908,19 @@ async fn database_check(local: &LocalAccess, a: &TenantData, b: &TenantData) -> 
             a.creds.prefix
         ));
     }
-    let role = local.tenancy.tenant_target(a_schema).map_err(err)?;
-    let client = role.connect().await.map_err(err)?;
+    // As the tenant's own role: its login when the harness made it, else (image mode: the image
+    // made the role) the superuser acting as that role.
+    let client = match local.tenancy.tenant_target(a_schema) {
+        Ok(role) => role.connect().await.map_err(err)?,
+        Err(_) => {
+            let client = local.tenancy.admin_target().connect().await.map_err(err)?;
+            client
+                .batch_execute(&format!("SET ROLE {}", crate::sql::quote_ident(a_schema)))
+                .await
+                .map_err(|e| format!("cannot act as role {a_schema}: {e}"))?;
+            client
+        }
+    };
     match client
         .query(
             &format!(

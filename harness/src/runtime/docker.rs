@@ -168,14 +168,115 @@ impl DockerRuntime {
         }
         let config = self.config.clone();
         let name = service.to_string();
-        let image = self
-            .exec
-            .run(move |docker| async move { engine::resolve(&docker, &config, &name).await })?;
+        let image = if is_image_reference(service) {
+            self.exec
+                .run(move |docker| async move { engine::resolve_reference(&docker, &name).await })?
+        } else {
+            self.exec
+                .run(move |docker| async move { engine::resolve(&docker, &config, &name).await })?
+        };
         self.images
             .lock()
             .expect("images")
             .insert(service.to_string(), image.clone());
         Ok(image)
+    }
+
+    /// The labels of image `reference` (empty when it has none).
+    pub fn image_labels(&self, reference: &str) -> Result<BTreeMap<String, String>> {
+        let reference = reference.to_string();
+        self.exec.run(move |docker| async move {
+            let image = docker
+                .inspect_image(&reference)
+                .await
+                .with_context(|| format!("cannot inspect image {reference}"))?;
+            Ok(image
+                .config
+                .and_then(|c| c.labels)
+                .map(|labels| labels.into_iter().collect())
+                .unwrap_or_default())
+        })
+    }
+
+    /// The environment a running container was started with (`NAME=value` entries split).
+    pub fn container_env(&self, container: &str) -> Result<BTreeMap<String, String>> {
+        let inspect = self
+            .inspect(container)
+            .ok_or_else(|| anyhow!("container {container} is not running"))?;
+        Ok(inspect
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| entry.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    /// Runs `command` inside the running container `container` (as `docker exec` does) and
+    /// returns its exit status and output; killed after `timeout`.
+    pub fn exec_in(
+        &self,
+        container: &str,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> Result<CompletedRun> {
+        let container = container.to_string();
+        let what = command.join(" ");
+        self.exec
+            .run(move |docker| async move {
+                let created = docker
+                    .create_exec(
+                        &container,
+                        bollard::exec::CreateExecOptions {
+                            cmd: Some(command),
+                            attach_stdout: Some(true),
+                            attach_stderr: Some(true),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let collect = async {
+                    if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+                        docker.start_exec(&created.id, None).await?
+                    {
+                        while let Some(chunk) = output.next().await {
+                            match chunk? {
+                                bollard::container::LogOutput::StdErr { message } => {
+                                    err.extend_from_slice(&message)
+                                }
+                                other => out.extend_from_slice(&other.into_bytes()),
+                            }
+                        }
+                    }
+                    Ok::<(), bollard::errors::Error>(())
+                };
+                let finished = tokio::time::timeout(timeout, collect).await;
+                let status = match finished {
+                    Err(_) => None,
+                    Ok(result) => {
+                        result?;
+                        Some(docker.inspect_exec(&created.id).await?.exit_code)
+                    }
+                };
+                Ok::<_, bollard::errors::Error>((status, out, err))
+            })
+            .map_err(|e| anyhow!("docker exec {what}: {}", crate::docker::one_line(&e)))
+            .and_then(|(status, out, err)| {
+                let Some(code) = status else {
+                    bail!(
+                        "docker exec {what} did not finish within {} s",
+                        timeout.as_secs()
+                    );
+                };
+                Ok(CompletedRun {
+                    success: code == Some(0),
+                    status: format!("exit code {}", code.unwrap_or(-1)),
+                    stdout: String::from_utf8_lossy(&out).into_owned(),
+                    stderr: String::from_utf8_lossy(&err).into_owned(),
+                })
+            })
     }
 
     /// Checks that every service image can be had (present, pullable or built locally).
@@ -428,6 +529,12 @@ impl DockerRuntime {
             ))
         })
     }
+}
+
+/// Whether `image` names an image itself (`repo:tag`, `registry/repo`) rather than one of the
+/// harness's services (`postgres`, `aws`, `langflow`).
+pub fn is_image_reference(image: &str) -> bool {
+    image.contains(':') || image.contains('/')
 }
 
 fn describe_exit(state: &bollard::models::ContainerState) -> String {
@@ -789,5 +896,5 @@ async fn run_containers(
 /// Engine access and image resolution (see `crate::docker`).
 mod engine {
     pub use crate::docker::connect;
-    pub use crate::docker::images::resolve;
+    pub use crate::docker::images::{resolve, resolve_reference};
 }

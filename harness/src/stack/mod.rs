@@ -8,6 +8,7 @@
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
 mod identity;
+pub mod image;
 mod repair;
 pub mod supervisor;
 pub mod tenants;
@@ -159,6 +160,17 @@ pub enum Fault {
     SharedDatabaseRole,
 }
 
+impl Fault {
+    /// The fault's name (`shared-secret-key`, ...), as the CLI and the reference image's
+    /// `LFMT_FAULT` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SharedSecretKey => "shared-secret-key",
+            Self::SharedDatabaseRole => "shared-database-role",
+        }
+    }
+}
+
 impl std::str::FromStr for Fault {
     type Err = anyhow::Error;
 
@@ -181,6 +193,7 @@ pub struct Stack {
     gateway_command: Option<GatewayCommand>,
     infra_only: bool,
     fault: Option<Fault>,
+    image: Option<image::ImageRequest>,
 }
 
 impl Stack {
@@ -251,6 +264,7 @@ impl Stack {
             gateway_command: None,
             infra_only: false,
             fault: None,
+            image: None,
         }
     }
 
@@ -264,6 +278,13 @@ impl Stack {
     /// harness's `langflow-infra-gateway` binary).
     pub fn with_gateway_command(mut self, command: GatewayCommand) -> Self {
         self.gateway_command = Some(command);
+        self
+    }
+
+    /// Makes `up` run the deployed image as the Fargate service would (image mode) instead of
+    /// the harness's per-tenant instances.
+    pub fn with_image(mut self, request: image::ImageRequest) -> Self {
+        self.image = Some(request);
         self
     }
 
@@ -396,6 +417,12 @@ impl Stack {
         if self.infra_only {
             return Ok((ready, Provisioned::default()));
         }
+        if let Some(request) = &self.image {
+            ready.extend(self.start_image_tasks(state, request).await?);
+            ready.push(self.start_supervisor(state).await?);
+            return Ok((ready, Provisioned::default()));
+        }
+        image::ImageMode::remove(&self.config.state_dir)?;
         let mut provisioned = self.provision_tenants(state).await?;
         ready.extend(self.start_tenant_tiers(state).await?);
         provisioned.credentials = self.provision_users(state).await?;
@@ -716,6 +743,7 @@ impl Stack {
             .unwrap_or_default();
         let orphans_stopped = self.runtime.sweep(&self.run_marker(), STOP_GRACE);
         self.files.remove_state()?;
+        image::ImageMode::remove(&self.config.state_dir)?;
         for temp in [
             self.config.log_dir(),
             self.config.state_dir.join("aws"),

@@ -63,6 +63,7 @@ impl Stack {
                 }
                 super::GATEWAY_SERVICE => self.start_gateway(&state, record.port).await,
                 super::supervisor::SUPERVISOR_SERVICE => self.start_supervisor(&state).await,
+                task if super::image::is_task(task) => self.restart_task(&state, task).await,
                 instance => self.restart_instance(&state, instance, record.port).await,
             }
             .with_context(|| format!("cannot restart {name}"))?;

@@ -229,6 +229,7 @@ impl Stack {
                     Some((s.prefix.clone(), upstream))
                 })
                 .collect(),
+            ..Routes::default()
         };
         routes.write(&self.routes_path())?;
         Ok(ready)

@@ -9,6 +9,7 @@
 //! error-level finding naming the check, the rule and the file (a check that cannot tell is not a
 //! pass), and every other template still gets its findings.
 
+pub mod contract;
 pub mod discover;
 pub mod formats;
 pub mod guard;
@@ -249,6 +250,17 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
         wiring::check(&templates, &param_files)
     }));
     timings.push(("wiring".to_string(), t.elapsed().as_secs_f64()));
+
+    // The image contract: what the reference image requires against what its task is given,
+    // when the repository has the image.
+    let dockerfile = base.join(contract::REFERENCE_DOCKERFILE);
+    if dockerfile.is_file() {
+        let t = Instant::now();
+        findings.extend(guarded("image-contract", &display(&dockerfile), || {
+            contract::check(&templates, &dockerfile, &display(&dockerfile))
+        }));
+        timings.push(("image-contract".to_string(), t.elapsed().as_secs_f64()));
+    }
 
     // IRSA: k8s/ manifests against the role in iam/, when the repository has them.
     let (k8s_dir, iam_dir) = (base.join("k8s"), base.join("iam"));

@@ -95,6 +95,37 @@ impl Ctx<'_> {
     }
 }
 
+/// Evaluates `value` (a property of a template in JSON form) with known parameter and resource
+/// `refs`, export values by name (`imports`) and the template's `Conditions`; `None` when any part
+/// of it is unknown or uses a function this evaluator does not know (`Fn::GetAtt`, ...).
+pub fn resolve(
+    value: &Value,
+    stack_name: &str,
+    refs: &BTreeMap<String, String>,
+    imports: &BTreeMap<String, String>,
+    conditions: Option<&serde_json::Map<String, Value>>,
+) -> Option<String> {
+    let exports: BTreeMap<String, Export> = imports
+        .iter()
+        .map(|(name, value)| {
+            let export = Export {
+                stack_type: String::new(),
+                output: name.clone(),
+                value: Some(value.clone()),
+            };
+            (name.clone(), export)
+        })
+        .collect();
+    let ctx = Ctx {
+        stack_name,
+        params: refs,
+        exports: &exports,
+        conditions,
+        open: false,
+    };
+    eval(value, &ctx)
+}
+
 /// Evaluates the intrinsic functions that can be known before deployment; `None` otherwise.
 fn eval(value: &Value, ctx: &Ctx) -> Option<String> {
     eval_at(value, ctx, 0)
