@@ -99,6 +99,9 @@ impl TaskShape {
 pub struct LocalWiring {
     /// Stage whose parameter file is read (`dev`).
     pub stage: String,
+    /// Where the parameter files are when the template has no `params/` beside its folder (a
+    /// template given with `--template` outside the project): the project's `aws/params`.
+    pub params_dir: Option<PathBuf>,
     /// Parameter values that replace the file's (`ContainerImage`, ...).
     pub overrides: BTreeMap<String, String>,
     /// Physical ids of the stack's own resources by logical id (`TenantFilesBucket` → bucket name).
@@ -119,10 +122,13 @@ pub fn render(template: &Path, wiring: &LocalWiring) -> Result<TaskShape> {
         .map_err(|f| anyhow!("{display}: {}", f.message))?;
     let body = &loaded.body;
     let mut params = loaded.parameter_defaults();
-    let params_file = template.parent().and_then(Path::parent).map(|aws| {
-        aws.join("params")
-            .join(format!("fargate-{}.json", wiring.stage))
-    });
+    let file_name = format!("fargate-{}.json", wiring.stage);
+    let params_file = template
+        .parent()
+        .and_then(Path::parent)
+        .map(|aws| aws.join("params").join(&file_name))
+        .filter(|f| f.is_file())
+        .or_else(|| wiring.params_dir.as_ref().map(|d| d.join(&file_name)));
     if let Some(file) = params_file.filter(|f| f.is_file()) {
         let parsed = crate::validate::params::load(&file, &file.display().to_string())
             .map_err(|f| anyhow!("{}: {}", file.display(), f.message))?;
@@ -271,6 +277,7 @@ mod tests {
     fn wiring() -> LocalWiring {
         LocalWiring {
             stage: "dev".into(),
+            params_dir: None,
             overrides: [("ContainerImage".to_string(), "img:1".to_string())].into(),
             resources: [
                 ("TenantFilesBucket".to_string(), "bucket-a".to_string()),

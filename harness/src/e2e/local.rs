@@ -21,6 +21,9 @@ pub const TENANTS: [&str; 2] = ["acme", "widgetco"];
 /// A username created in both tenants, with different passwords.
 pub const SHARED_USERNAME: &str = "shared-user@example.com";
 
+/// Image mode: how long a task may take to serve a tenant just added with its tenant manager.
+const TENANT_SERVED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Login attempts per minute the suite's own stack allows (it logs in ~10 times per tenant).
 pub const E2E_LOGIN_RATE_LIMIT: u32 = 600;
 
@@ -218,6 +221,28 @@ pub async fn run(
                 let (creds, schema) = image_tenant(&stack, prefix).await?;
                 tenants.push(creds);
                 schemas.insert(prefix.to_string(), schema);
+            }
+            // Every task serves a new tenant on its own (the image polls its registry, then
+            // starts the tenant's worker): wait until each task answers for each tenant.
+            for url in &task_urls {
+                for prefix in TENANTS {
+                    let health = format!("{url}/tenant/{prefix}/health_check");
+                    crate::net::wait_until(
+                        &format!("tenant {prefix} on {url}"),
+                        TENANT_SERVED_TIMEOUT,
+                        std::time::Duration::from_millis(500),
+                        || true,
+                        || {
+                            let health = health.clone();
+                            async move {
+                                Ok(reqwest::get(&health)
+                                    .await
+                                    .is_ok_and(|r| r.status().is_success()))
+                            }
+                        },
+                    )
+                    .await?;
+                }
             }
         }
         for endpoint in &up.tenants {

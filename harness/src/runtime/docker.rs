@@ -182,19 +182,23 @@ impl DockerRuntime {
         Ok(image)
     }
 
-    /// The labels of image `reference` (empty when it has none).
-    pub fn image_labels(&self, reference: &str) -> Result<BTreeMap<String, String>> {
+    /// The labels of image `reference` (empty when it has none) and the user it runs as
+    /// (its `USER`; empty = root).
+    pub fn image_labels(&self, reference: &str) -> Result<(BTreeMap<String, String>, String)> {
         let reference = reference.to_string();
         self.exec.run(move |docker| async move {
             let image = docker
                 .inspect_image(&reference)
                 .await
                 .with_context(|| format!("cannot inspect image {reference}"))?;
-            Ok(image
-                .config
-                .and_then(|c| c.labels)
-                .map(|labels| labels.into_iter().collect())
-                .unwrap_or_default())
+            let config = image.config.unwrap_or_default();
+            Ok((
+                config
+                    .labels
+                    .map(|labels| labels.into_iter().collect())
+                    .unwrap_or_default(),
+                config.user.unwrap_or_default(),
+            ))
         })
     }
 

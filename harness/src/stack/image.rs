@@ -61,6 +61,9 @@ pub struct ImageRequest {
 pub struct ImageMode {
     /// The image the tasks run.
     pub image: String,
+    /// The user the image runs as (its `USER`; empty = root): the projected token is its own.
+    #[serde(default)]
+    pub user: String,
     /// How many tasks run.
     pub tasks: usize,
     /// The Fargate template the tasks were rendered from.
@@ -157,6 +160,7 @@ impl Stack {
         let region = self.config.aws.region.clone();
         let mut wiring = taskdef::LocalWiring {
             stage: "dev".into(),
+            params_dir: Some(self.config.root.join("aws").join("params")),
             overrides: [
                 ("ContainerImage".to_string(), image.to_string()),
                 ("DBHost".to_string(), String::new()),
@@ -274,15 +278,40 @@ impl Stack {
         }))
     }
 
-    fn task_spec(&self, name: &str, rendered: &RenderedTask, mode: &ImageMode) -> ProcessSpec {
+    fn task_spec(
+        &self,
+        name: &str,
+        rendered: &RenderedTask,
+        mode: &ImageMode,
+    ) -> Result<ProcessSpec> {
         let mut env = rendered.env.clone();
         env.extend(mode.fault_env.clone());
-        let binds = env
-            .get("AWS_WEB_IDENTITY_TOKEN_FILE")
-            .and_then(|f| Path::new(f).parent())
-            .map(|dir| vec![(dir.to_path_buf(), true)])
-            .unwrap_or_default();
-        ProcessSpec {
+        let mut binds = Vec::new();
+        if let Some(token) = env.get("AWS_WEB_IDENTITY_TOKEN_FILE").cloned() {
+            // As the kubelet does, the pod's projected token belongs to the pod's user: a copy of
+            // the run's token for this task, owned by the image's user.
+            let dir = self.config.state_dir.join("tasks").join(name);
+            let copy = dir.join("token");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::copy(&token, &copy).with_context(|| {
+                format!("cannot copy the projected token to {}", copy.display())
+            })?;
+            if let Some((uid, gid)) = numeric_user(&mode.user) {
+                let owner = |path: &Path| {
+                    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+                        .with_context(|| format!("cannot give {} to uid {uid}", path.display()))
+                };
+                owner(&dir)?;
+                owner(&copy)?;
+            }
+            env.insert(
+                "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+                copy.display().to_string(),
+            );
+            binds.push((dir, true));
+        }
+        Ok(ProcessSpec {
             name: name.to_string(),
             program: PathBuf::new(),
             args: Vec::new(),
@@ -301,7 +330,7 @@ impl Stack {
                 volumes: Vec::new(),
                 user: None,
             }),
-        }
+        })
     }
 
     /// Starts one task and waits for its health check.
@@ -315,7 +344,7 @@ impl Stack {
         let step = Step::start(name);
         let result: Result<(String, f64)> = async {
             let t0 = Instant::now();
-            let spec = self.task_spec(name, rendered, mode);
+            let spec = self.task_spec(name, rendered, mode)?;
             let (process, port) = self.start_spec(&spec).await?;
             let url = format!("http://127.0.0.1:{port}");
             let record = ServiceRecord {
@@ -367,7 +396,7 @@ impl Stack {
             Ok::<_, anyhow::Error>(labels)
         })
         .await??;
-        let labels = image;
+        let (labels, image_user) = image;
         let template = self.template_path(request.template.as_deref());
         let rendered = self.render_task(state, &request.image, &template).await?;
         let findings = taskdef::contract_findings(
@@ -399,6 +428,7 @@ impl Stack {
             .collect();
         let mode = ImageMode {
             image: request.image.clone(),
+            user: image_user,
             tasks,
             template,
             tenantmgr,
@@ -471,6 +501,13 @@ impl Stack {
         command.extend(args.iter().cloned());
         docker.exec_in(&task.id, command, TENANTMGR_TIMEOUT)
     }
+}
+
+/// `uid[:gid]` of an image's numeric `USER` (`None` for root, names, or nothing).
+fn numeric_user(user: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    let uid: u32 = uid.parse().ok().filter(|u| *u != 0)?;
+    Some((uid, gid.parse().unwrap_or(uid)))
 }
 
 /// Creates (or updates) the RDS master user: a login role that may create roles and owns the

@@ -748,6 +748,7 @@ impl Stack {
             self.config.log_dir(),
             self.config.state_dir.join("aws"),
             self.config.state_dir.join("gateway"),
+            self.config.state_dir.join("tasks"),
         ] {
             remove_dir_if_exists(&temp)?;
         }
