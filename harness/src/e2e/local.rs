@@ -80,7 +80,6 @@ fn tenants_yaml() -> String {
 /// parsing what it prints.
 async fn image_tenant(stack: &Stack, prefix: &str) -> Result<(TenantCredentials, String)> {
     let run = |args: Vec<String>| {
-        let stack = stack;
         async move {
             let what = args.join(" ");
             let done = stack.tenantmgr(&args)?;
