@@ -22,7 +22,9 @@ pub const REQUIRES_ENV_LABEL: &str = "dev.langflow-infra.requires-env";
 pub const TENANTMGR_LABEL: &str = "dev.langflow-infra.tenantmgr";
 
 /// What a stock Langflow image needs from its environment to serve more than one task, and what it
-/// does without it (measured on Langflow 1.13: `langflow.services.settings`).
+/// does without it (read in Langflow 1.13's own settings, `lfx/services/settings`: without a
+/// database URL `groups/database.py` builds `sqlite:///…` in the config dir; without a key
+/// `auth.py` writes `secrets.token_urlsafe(32)` to `<config dir>/secret_key`).
 pub const STOCK_LANGFLOW_NEEDS: [(&str, &str); 2] = [
     (
         "LANGFLOW_DATABASE_URL",
