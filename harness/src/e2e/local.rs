@@ -79,20 +79,18 @@ fn tenants_yaml() -> String {
 /// (`schema-add`, then `user-add` of an admin and of the shared username, generated passwords),
 /// parsing what it prints.
 async fn image_tenant(stack: &Stack, prefix: &str) -> Result<(TenantCredentials, String)> {
-    let run = |args: Vec<String>| {
-        async move {
-            let what = args.join(" ");
-            let done = stack.tenantmgr(&args)?;
-            if !done.success {
-                anyhow::bail!(
-                    "tenantmgr {what} failed ({}): {}{}",
-                    done.status,
-                    done.stderr.trim(),
-                    done.stdout.trim()
-                );
-            }
-            Ok::<String, anyhow::Error>(done.stdout)
+    let run = |args: Vec<String>| async move {
+        let what = args.join(" ");
+        let done = stack.tenantmgr(&args)?;
+        if !done.success {
+            anyhow::bail!(
+                "tenantmgr {what} failed ({}): {}{}",
+                done.status,
+                done.stderr.trim(),
+                done.stdout.trim()
+            );
         }
+        Ok::<String, anyhow::Error>(done.stdout)
     };
     let added = run(vec!["schema-add".into(), "--prefix".into(), prefix.into()]).await?;
     let schema = printed(&added, "Schema ID")

@@ -240,7 +240,7 @@ impl Stack {
             format!("http://{aws_host}:{aws_inner}"),
         );
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
-        match self.task_identity(state)? {
+        match self.instance_identity(state)? {
             Some(identity) => {
                 env.insert("AWS_ROLE_ARN".into(), identity.role_arn);
                 env.insert(
@@ -259,23 +259,6 @@ impl Stack {
             }
         }
         Ok(RenderedTask { shape, env })
-    }
-
-    /// The IRSA settings tasks get, when the run has an identity service.
-    fn task_identity(
-        &self,
-        state: &Arc<Mutex<RunState>>,
-    ) -> Result<Option<crate::services::langflow::InstanceIdentity>> {
-        let Some(port) = super::recorded_port(state, crate::credentials::IDENTITY_SERVICE) else {
-            return Ok(None);
-        };
-        let identities = crate::credentials::read_identities(&self.config)?;
-        Ok(Some(crate::services::langflow::InstanceIdentity {
-            role_arn: identities.role_arn,
-            token_file: crate::credentials::identity_dir(&self.config)
-                .join(crate::credentials::PROJECTED_TOKEN_FILE),
-            sts_url: self.runtime.placement().host_server_url(port),
-        }))
     }
 
     fn task_spec(

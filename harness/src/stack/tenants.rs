@@ -308,8 +308,9 @@ impl Stack {
         self.config.state_dir.join("gateway").join("tls")
     }
 
-    /// The IRSA settings for instances, when the run has an identity service.
-    fn instance_identity(
+    /// The IRSA settings for instances (and image mode's tasks), when the run has an identity
+    /// service.
+    pub(super) fn instance_identity(
         &self,
         state: &Arc<Mutex<RunState>>,
     ) -> Result<Option<langflow::InstanceIdentity>> {
