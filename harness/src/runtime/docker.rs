@@ -202,21 +202,6 @@ impl DockerRuntime {
         })
     }
 
-    /// The environment a running container was started with (`NAME=value` entries split).
-    pub fn container_env(&self, container: &str) -> Result<BTreeMap<String, String>> {
-        let inspect = self
-            .inspect(container)
-            .ok_or_else(|| anyhow!("container {container} is not running"))?;
-        Ok(inspect
-            .config
-            .and_then(|c| c.env)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|entry| entry.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
-    }
-
     /// Runs `command` inside the running container `container` (as `docker exec` does) and
     /// returns its exit status and output; killed after `timeout`.
     pub fn exec_in(

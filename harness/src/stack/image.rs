@@ -373,13 +373,12 @@ impl Stack {
     ) -> Result<Vec<(String, f64)>> {
         let docker = self.docker()?;
         let image = request.image.clone();
-        let image = tokio::task::spawn_blocking(move || {
+        // Present or pulled, then its contract (labels) and user.
+        let (labels, image_user) = tokio::task::spawn_blocking(move || {
             docker.image_for(&image)?;
-            let labels = docker.image_labels(&image)?;
-            Ok::<_, anyhow::Error>(labels)
+            docker.image_labels(&image)
         })
         .await??;
-        let (labels, image_user) = image;
         let template = self.template_path(request.template.as_deref());
         let rendered = self.render_task(state, &request.image, &template).await?;
         let findings = taskdef::contract_findings(
