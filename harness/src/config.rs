@@ -129,6 +129,32 @@ pub struct LangflowConfig {
     /// Login attempts per minute per client IP (`LANGFLOW_RATE_LIMIT_PER_MINUTE`; Langflow's
     /// default is 5). The gateway is a trusted proxy, so the client IP is its X-Forwarded-For.
     pub login_rate_limit_per_minute: u32,
+    /// How tenant instances start natively: `fork` (one fork server imports Langflow once and
+    /// forks a worker per tenant; falls back to `spawn` by itself where forking is unsafe) or
+    /// `spawn` (one fresh process per tenant). `LANGFLOW_INFRA_LANGFLOW_START` overrides.
+    pub start: StartMode,
+}
+
+/// How tenant instances are started (`[langflow] start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartMode {
+    /// Fork each tenant's worker from one pre-imported Langflow (the default).
+    #[default]
+    Fork,
+    /// Start each tenant as its own Python process.
+    Spawn,
+}
+
+impl std::str::FromStr for StartMode {
+    type Err = anyhow::Error;
+    fn from_str(value: &str) -> Result<Self> {
+        match value {
+            "fork" => Ok(Self::Fork),
+            "spawn" => Ok(Self::Spawn),
+            other => anyhow::bail!("unknown start mode {other:?}; use \"fork\" or \"spawn\""),
+        }
+    }
 }
 
 /// External tool settings.
@@ -219,6 +245,7 @@ impl Default for LangflowConfig {
         Self {
             version: "1.13.0".into(),
             login_rate_limit_per_minute: 5,
+            start: StartMode::Fork,
         }
     }
 }
@@ -346,6 +373,11 @@ impl Config {
             if let Some(v) = var(name) {
                 *slot = v;
             }
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_LANGFLOW_START") {
+            self.langflow.start = v
+                .parse()
+                .with_context(|| format!("LANGFLOW_INFRA_LANGFLOW_START={v:?}"))?;
         }
         if let Some(v) = var("LANGFLOW_INFRA_RUNTIME") {
             self.runtime.kind = v;

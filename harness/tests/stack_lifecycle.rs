@@ -253,6 +253,7 @@ async fn logs_of_unknown_service_lists_known_ones() {
                 start_ticks: 0,
                 stop_signal: harness::runtime::StopSignal::Int,
                 container: None,
+                fork_server: None,
             },
             port: 1,
             url: String::new(),

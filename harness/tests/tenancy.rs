@@ -98,6 +98,8 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
             "postgres",
             "aws",
             "identity",
+            // Tenants are forked from the run's fork server (`[langflow] start = "fork"`).
+            "forkserver",
             "gateway",
             "langflow-acme",
             "langflow-widgetco",

@@ -603,6 +603,7 @@ impl Runtime for DockerRuntime {
                 start_ticks: 0,
                 stop_signal: spec.stop_signal,
                 container: Some(ContainerRef { id, name, image }),
+                fork_server: None,
             },
             port,
         ))
@@ -696,6 +697,14 @@ impl Runtime for DockerRuntime {
         } else {
             StopOutcome::Stopped
         })
+    }
+
+    fn memory(&self, process: &RunningProcess) -> Option<super::MemoryUsage> {
+        // The harness's host servers; a container's pages are the engine's to account.
+        match process.container {
+            None => NativeRuntime.memory(process),
+            Some(_) => None,
+        }
     }
 
     fn rss_bytes(&self, process: &RunningProcess) -> Option<u64> {

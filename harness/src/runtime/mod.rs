@@ -97,6 +97,10 @@ pub struct ProcessSpec {
     pub port: u16,
     /// How it runs in a container; `None` = host process only (the harness's own servers).
     pub container: Option<ContainerSpec>,
+    /// Natively: fork it from the Langflow fork server listening on this socket instead of
+    /// executing `program` (the arguments are then not used: the server runs Langflow's app on
+    /// `port`). Ignored in containers.
+    pub fork_server: Option<PathBuf>,
 }
 
 /// A container the docker runtime started.
@@ -127,6 +131,9 @@ pub struct RunningProcess {
     /// The container, when the docker runtime started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// The fork server's socket, when the process is a worker forked by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_server: Option<PathBuf>,
 }
 
 impl RunningProcess {
@@ -214,6 +221,17 @@ impl Placement {
     }
 }
 
+/// Memory of a process group, with shared pages accounted fairly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryUsage {
+    /// Resident set: counts every page mapped, shared or not (double-counts shared pages).
+    pub rss: u64,
+    /// Proportional set: each shared page divided among the processes sharing it.
+    pub pss: u64,
+    /// Unique set: pages only this group has (what stopping it frees).
+    pub uss: u64,
+}
+
 /// Output of a program run to completion ([`Runtime::run_to_completion`]).
 #[derive(Debug, Clone)]
 pub struct CompletedRun {
@@ -271,6 +289,11 @@ pub trait Runtime: Send + Sync {
     fn stop(&self, process: &RunningProcess, grace: Duration) -> Result<StopOutcome>;
     /// Resident memory of the process and its group (a container: its memory usage), in bytes.
     fn rss_bytes(&self, process: &RunningProcess) -> Option<u64>;
+    /// Memory of the process and its group as the kernel accounts shared pages (natively, from
+    /// `/proc/<pid>/smaps_rollup`); `None` where the runtime cannot tell (containers).
+    fn memory(&self, _process: &RunningProcess) -> Option<MemoryUsage> {
+        None
+    }
     /// One environment variable the running service really has (not what the harness meant to
     /// give it).
     fn env_var(&self, process: &RunningProcess, name: &str) -> Option<String>;

@@ -16,8 +16,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
 use super::{
-    CompletedRun, Liveness, Placement, ProcessSpec, RunningProcess, Runtime, StopOutcome,
-    StopSignal, RUN_MARKER_ENV,
+    CompletedRun, Liveness, MemoryUsage, Placement, ProcessSpec, RunningProcess, Runtime,
+    StopOutcome, StopSignal, RUN_MARKER_ENV,
 };
 
 /// Environment variable prefixes not passed from the caller to services: each service gets exactly
@@ -54,6 +54,23 @@ fn rss_of(pid: i32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// RSS, PSS and USS of one process from `/proc/<pid>/smaps_rollup` (kB fields).
+fn memory_of(pid: i32) -> Option<MemoryUsage> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Some(MemoryUsage {
+        rss: field("Rss:"),
+        pss: field("Pss:"),
+        uss: field("Private_Clean:") + field("Private_Dirty:"),
+    })
 }
 
 fn all_pids() -> Vec<i32> {
@@ -135,6 +152,29 @@ impl Runtime for NativeRuntime {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create log directory {}", parent.display()))?;
         }
+        if let Some(socket) = &spec.fork_server {
+            match self.start_forked(spec, socket, run_marker) {
+                Err(error)
+                    if error
+                        .downcast_ref::<crate::services::forkserver::Refused>()
+                        .is_some() =>
+                {
+                    // Forking this one is not proven safe: it starts as its own process, and its
+                    // log says why.
+                    use std::io::Write;
+                    if let Ok(mut log) = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(&spec.log)
+                    {
+                        let _ =
+                            writeln!(log, "langflow-infra: {error:#}; started as its own process");
+                    }
+                }
+                started => return started,
+            }
+        }
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,6 +200,7 @@ impl Runtime for NativeRuntime {
             start_ticks,
             stop_signal: spec.stop_signal,
             container: None,
+            fork_server: None,
         };
         Ok((process, spec.port))
     }
@@ -282,7 +323,31 @@ impl Runtime for NativeRuntime {
     }
 
     fn env_var(&self, process: &RunningProcess, name: &str) -> Option<String> {
-        Self::env_var_of(process.pid, name)
+        match &process.fork_server {
+            // A forked worker's /proc environ is the fork server's; the server knows what it
+            // applied in the worker before the worker built its app.
+            Some(socket) => crate::services::forkserver::environ(socket, process.pid)
+                .ok()?
+                .remove(name),
+            None => Self::env_var_of(process.pid, name),
+        }
+    }
+
+    fn memory(&self, process: &RunningProcess) -> Option<MemoryUsage> {
+        if self.liveness(process) == Liveness::Exited {
+            return None;
+        }
+        let mut total = MemoryUsage::default();
+        for pid in all_pids()
+            .into_iter()
+            .filter(|pid| proc_stat(*pid).is_some_and(|s| s.pgrp == process.pid))
+        {
+            let usage = memory_of(pid)?;
+            total.rss += usage.rss;
+            total.pss += usage.pss;
+            total.uss += usage.uss;
+        }
+        Some(total)
     }
 
     fn exit_reason(&self, _process: &RunningProcess) -> Option<String> {
@@ -329,6 +394,57 @@ impl Runtime for NativeRuntime {
     }
 }
 
+impl NativeRuntime {
+    /// Starts `spec` as a worker forked by the fork server on `socket`, with exactly the
+    /// environment a spawned process would get.
+    fn start_forked(
+        &self,
+        spec: &ProcessSpec,
+        socket: &std::path::Path,
+        run_marker: &str,
+    ) -> Result<(RunningProcess, u16)> {
+        let env = host_env(spec, run_marker);
+        let host = spec
+            .env
+            .get("LANGFLOW_HOST")
+            .map(String::as_str)
+            .unwrap_or("127.0.0.1");
+        let pid = crate::services::forkserver::fork(
+            socket,
+            &crate::services::forkserver::ForkRequest {
+                name: &spec.name,
+                env: &env,
+                cwd: &spec.cwd,
+                log: &spec.log,
+                host,
+                port: spec.port,
+            },
+        )?;
+        let start_ticks = proc_stat(pid).map(|s| s.start_ticks).unwrap_or_default();
+        let process = RunningProcess {
+            runtime: self.name().into(),
+            pid,
+            start_ticks,
+            stop_signal: spec.stop_signal,
+            container: None,
+            fork_server: Some(socket.to_path_buf()),
+        };
+        Ok((process, spec.port))
+    }
+}
+
+/// The environment a service of `spec` runs with: the caller's, scrubbed of AWS / Langflow /
+/// Postgres settings, plus the spec's own and the run marker.
+fn host_env(spec: &ProcessSpec, run_marker: &str) -> std::collections::BTreeMap<String, String> {
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| !SCRUBBED_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect();
+    env.extend(spec.env.clone());
+    env.insert(RUN_MARKER_ENV.into(), run_marker.into());
+    env
+}
+
 /// The host command of `spec`: program, arguments, working directory, a scrubbed environment
 /// plus the spec's own and the run marker, and the OS user.
 fn host_command(spec: &ProcessSpec, run_marker: &str) -> Command {
@@ -365,6 +481,7 @@ mod tests {
             stop_signal: StopSignal::Term,
             port: 0,
             container: None,
+            fork_server: None,
         }
     }
 
@@ -405,6 +522,7 @@ mod tests {
             start_ticks: 1,
             stop_signal: StopSignal::Term,
             container: None,
+            fork_server: None,
         };
         assert_eq!(NativeRuntime.liveness(&me), Liveness::Exited);
     }

@@ -110,6 +110,7 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
         stop_signal: StopSignal::Term,
         port,
         container: None,
+        fork_server: None,
     }
 }
 
@@ -136,6 +137,7 @@ pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
             volumes: vec![("awsdata".into(), "/data".into())],
             user: None,
         }),
+        fork_server: None,
     }
 }
 

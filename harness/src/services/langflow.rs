@@ -46,6 +46,8 @@ pub struct Launcher {
     pub venv: Option<Venv>,
     /// Where services run.
     pub placement: Placement,
+    /// Natively: the socket of the run's fork server, when instances are forked from it.
+    pub fork_server: Option<PathBuf>,
 }
 
 impl Launcher {
@@ -57,7 +59,11 @@ impl Launcher {
         } else {
             Some(crate::tenancy::migrate::ensure_langflow_venv(config).await?)
         };
-        Ok(Self { venv, placement })
+        Ok(Self {
+            venv,
+            placement,
+            fork_server: None,
+        })
     }
 
     /// A spec running `python <args>` with Langflow importable: the venv's interpreter, or the
@@ -96,6 +102,7 @@ impl Launcher {
             stop_signal: StopSignal::Term,
             port: 0,
             container,
+            fork_server: self.fork_server.clone(),
         }
     }
 }
@@ -254,6 +261,12 @@ pub fn process_spec(
     {
         binds.push((token_dir.to_path_buf(), true));
     }
+    if launcher.fork_server.is_some() {
+        // The fork server imported Langflow with these; a worker must match what the import read.
+        for (key, value) in super::forkserver::THREAD_POOL_ENV {
+            env.insert(key, value.into());
+        }
+    }
     let args = [
         "-m",
         "uvicorn",
@@ -310,7 +323,8 @@ pub async fn wait_ready(port: u16, timeout: Duration, alive: impl FnMut() -> boo
     net::wait_until(
         "langflow",
         timeout,
-        Duration::from_millis(500),
+        // Cheap to ask; a re-forked worker is ready seconds after it starts.
+        Duration::from_millis(100),
         alive,
         || async move { probe(port).await.map(|_| true) },
     )

@@ -243,6 +243,7 @@ pub fn process_spec(
         stop_signal: StopSignal::Int,
         port,
         container: None,
+        fork_server: None,
     }
 }
 
@@ -346,6 +347,7 @@ pub fn container_spec(config: &Config, password: &str, port: u16) -> ProcessSpec
             volumes: vec![("pgdata".into(), "/var/lib/postgresql/data".into())],
             user: None,
         }),
+        fork_server: None,
     }
 }
 

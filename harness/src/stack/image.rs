@@ -313,6 +313,7 @@ impl Stack {
                 volumes: Vec::new(),
                 user: None,
             }),
+            fork_server: None,
         })
     }
 

@@ -7,6 +7,7 @@
 //! - state whose processes are gone (stale) is detected, what is left of it stopped, and replaced;
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
+mod forking;
 mod identity;
 pub mod image;
 mod repair;
@@ -69,6 +70,10 @@ pub struct ServiceStatus {
     pub detail: Option<String>,
     /// Resident memory of the service's process group (a container: its memory usage), bytes.
     pub rss_bytes: Option<u64>,
+    /// RSS, PSS and USS of its process group, where the kernel accounts them (native processes);
+    /// a forked tenant's USS is what it adds beyond the pages it shares with the fork server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::runtime::MemoryUsage>,
     /// How often the harness restarted it.
     pub restarts: u32,
     /// Why it stopped the last time it was restarted.
@@ -488,6 +493,7 @@ impl Stack {
             stop_signal: crate::runtime::StopSignal::Term,
             port,
             container: None,
+            fork_server: None,
         };
         let (process, _) = NativeRuntime.start(&spec, &self.run_marker())?;
         Ok((process, spec.log))
@@ -686,6 +692,7 @@ impl Stack {
                     state,
                     detail,
                     rss_bytes: self.runtime.rss_bytes(&record.process),
+                    memory: self.runtime.memory(&record.process),
                     restarts: record.restarts,
                     last_exit: record.last_exit.clone(),
                     log: record.log.clone(),

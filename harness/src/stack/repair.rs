@@ -63,6 +63,11 @@ impl Stack {
                 }
                 super::GATEWAY_SERVICE => self.start_gateway(&state, record.port).await,
                 super::supervisor::SUPERVISOR_SERVICE => self.start_supervisor(&state).await,
+                crate::services::forkserver::SERVICE => {
+                    let launcher =
+                        langflow::Launcher::prepare(&self.config, self.runtime.placement()).await?;
+                    self.start_forkserver(&state, &launcher).await
+                }
                 task if super::image::is_task(task) => self.restart_task(&state, task).await,
                 instance => self.restart_instance(&state, instance, record.port).await,
             }
@@ -100,6 +105,7 @@ impl Stack {
             .find(|s| s.prefix == prefix)
             .with_context(|| format!("tenant {prefix} no longer exists"))?;
         let launcher = langflow::Launcher::prepare(&self.config, self.runtime.placement()).await?;
+        let launcher = self.instance_launcher(state, launcher);
         self.start_instance(state, &tenancy, &launcher, &schema, port)
             .await
     }

@@ -24,7 +24,7 @@ pub const SUPERVISOR_SERVICE: &str = "supervisor";
 /// Stop tier of the supervisor: it stops first, before anything it would restart.
 pub const SUPERVISOR_TIER: u8 = 3;
 /// How often liveness is checked.
-const POLL: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(250);
 /// Longest back-off between restarts of a service that keeps stopping.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A service that ran this long since its last restart starts over at the shortest back-off.

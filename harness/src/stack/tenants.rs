@@ -209,6 +209,8 @@ impl Stack {
         let mut ready = vec![self.start_gateway(state, gateway_port).await?];
         if !schemas.is_empty() {
             let launcher = langflow::Launcher::prepare(&self.config, placement).await?;
+            ready.extend(self.start_forkserver_if_wanted(state, &launcher).await?);
+            let launcher = self.instance_launcher(state, launcher);
             let instances = schemas
                 .iter()
                 .zip(&instance_ports)
@@ -460,6 +462,7 @@ impl Stack {
         let port = placement.host_port(&name, 0)?;
         let launcher = langflow::Launcher::prepare(&self.config, placement).await?;
         let state = Arc::new(Mutex::new(current));
+        let launcher = self.instance_launcher(&state, launcher);
         let started = self
             .start_instance(&state, &tenancy, &launcher, schema, port)
             .await;
