@@ -2,7 +2,8 @@
 //! unique project name, free 127.0.0.1 ports and generated secrets: the reference multi-tenant
 //! image serves tenants added with its own tenantmgr (`docker-compose exec … tenantmgr.py`) after
 //! it started, a login works through the published port, the e2e suite passes against it with
-//! `--target`, a killed tenant worker is restarted while the other tenant keeps serving, and the
+//! `--target`, a killed tenant worker (forked by the image's fork server) is forked again without a new
+//! import while the other tenant keeps serving, and the
 //! image refuses to start without a required variable. Everything goes with `down -v`.
 
 mod common;
@@ -295,19 +296,23 @@ async fn compose_file_runs_the_reference_image_end_to_end() {
         report.results.len() - passed
     );
 
-    // A crashed tenant worker: only that tenant fails meanwhile, and supervisord restarts it.
-    let program = format!("tenant-{}", schemas["acme"]);
-    project.ok(&[
-        "exec",
-        "-T",
-        "langflow",
-        "supervisorctl",
-        "-c",
-        "/run/lfmt/supervisord.conf",
-        "signal",
-        "KILL",
-        &program,
-    ]);
+    // A crashed tenant worker (forked by the image's fork server): only that tenant fails
+    // meanwhile; its supervisord program notices, and it is forked again without a new import.
+    let all_logs =
+        || String::from_utf8_lossy(&project.run(&["logs", "--no-color"]).stdout).into_owned();
+    let forked_pid = |logs: &str| -> Option<String> {
+        let marker = format!("lfmt: worker {}: forked as pid ", schemas["acme"]);
+        logs.lines()
+            .rev()
+            .find_map(|l| l.split(&marker).nth(1))
+            .map(|pid| pid.trim().to_string())
+    };
+    let logs = all_logs();
+    let pid = forked_pid(&logs).unwrap_or_else(|| panic!("acme's worker was not forked:\n{logs}"));
+    let imports = |logs: &str| logs.matches("forkserver: imported Langflow").count();
+    assert_eq!(imports(&logs), 1, "{logs}");
+    let kill = format!("import os; os.kill({pid}, 9)");
+    project.ok(&["exec", "-T", "langflow", "python3", "-c", &kill]);
     let down = status(&format!("{base}/tenant/acme/health_check")).await;
     assert!(
         matches!(down, Some(502) | Some(503)),
@@ -325,6 +330,10 @@ async fn compose_file_runs_the_reference_image_end_to_end() {
     )
     .await;
     eprintln!("killed worker serving again after {back:.1} s");
+    let logs = all_logs();
+    let again = forked_pid(&logs).expect("forked again");
+    assert_ne!(again, pid, "{logs}");
+    assert_eq!(imports(&logs), 1, "re-forked without a new import:\n{logs}");
 
     // Without a required variable the image stops at once, naming it.
     let out = project.run(&[

@@ -400,6 +400,11 @@ pub async fn build(
                     .ok_or_else(|| {
                         anyhow!("{langflow} is missing; build it first: cargo xtask images build --only langflow")
                     })?;
+                // The same fork server the native runtime uses (one source, in harness/python/).
+                injected.push((
+                    "langflow_forkserver.py".into(),
+                    crate::services::forkserver::SCRIPT.as_bytes().to_vec(),
+                ));
             }
             _ => unreachable!("base is built above"),
         }

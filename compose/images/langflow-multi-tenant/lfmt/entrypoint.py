@@ -42,6 +42,7 @@ redirect_stderr=true
 stdout_logfile=/dev/fd/1
 stdout_logfile_maxbytes=0
 
+{forkserver}
 ; The registry poller: starts and stops tenant workers, regenerates and reloads the router.
 [program:controller]
 command=/app/.venv/bin/python {app}/controller.py
@@ -55,6 +56,24 @@ stdout_logfile_maxbytes=0
 
 [include]
 files={run}/tenants/*.conf
+"""
+
+
+# The fork server (LFMT_START=fork): imports Langflow once; tenant workers are forked from it. An
+# empty environment (env -i): nothing of the seed or the master password is in the memory or the
+# /proc/<pid>/environ its workers inherit.
+FORKSERVER_CONF = """
+[program:forkserver]
+command=/usr/bin/env -i PATH=/app/.venv/bin:/usr/bin:/bin LANG=C.UTF-8 HOME={state}/forkserver TMPDIR={state}/forkserver OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 /app/.venv/bin/python {app}/forkserver.py {run}/fork.sock
+priority=15
+autorestart=true
+startsecs=1
+startretries=1000
+stopsignal=TERM
+stopwaitsecs=15
+redirect_stderr=true
+stdout_logfile=/dev/fd/1
+stdout_logfile_maxbytes=0
 """
 
 
@@ -73,7 +92,11 @@ def main():
     run = common.RUN_DIR
     for sub in ("", "tenants", "log", "nginx"):
         os.makedirs(os.path.join(run, sub), mode=0o700, exist_ok=True)
-    os.makedirs(os.path.join(common.STATE_DIR, "tenants"), mode=0o700, exist_ok=True)
+    for sub in ("tenants", "forkserver"):
+        os.makedirs(os.path.join(common.STATE_DIR, sub), mode=0o700, exist_ok=True)
+    start = os.environ.get("LFMT_START", "fork")
+    if start not in ("fork", "spawn"):
+        common.die(f"LFMT_START={start!r}: use fork or spawn")
     # A restarted container starts clean: tenants come back from the registry.
     for name in os.listdir(os.path.join(run, "tenants")):
         os.remove(os.path.join(run, "tenants", name))
@@ -85,7 +108,8 @@ def main():
     app = os.path.dirname(os.path.abspath(__file__))
     conf = os.path.join(run, "supervisord.conf")
     with open(conf, "w") as f:
-        f.write(SUPERVISORD_CONF.format(run=run, app=app))
+        forkserver = FORKSERVER_CONF.format(run=run, app=app, state=common.STATE_DIR) if start == "fork" else ""
+        f.write(SUPERVISORD_CONF.format(run=run, app=app, forkserver=forkserver))
     sys.path.insert(0, app)
     import controller  # only for its router configuration (psycopg is not needed for that)
 

@@ -1,9 +1,17 @@
-"""One tenant's worker: one Langflow process (uvicorn, langflow.main:setup_app) served under
+"""One tenant's worker: one Langflow app (uvicorn, langflow.main:setup_app) served under
 /tenant/<prefix> on 127.0.0.1:<port>, connected as the tenant's own database role, with the
 tenant's own secret key, config dir and S3 prefix. Started (and restarted when it crashes) by
 supervisord; the router sends /tenant/<prefix>/ here.
 
     worker.py <schema_id> <port>
+
+With LFMT_START=fork (the default) the app is forked from the container's fork server, which
+imported Langflow once (forkserver.py, the harness's `langflow_forkserver.py`): this process asks
+for it, then stands for it towards supervisord: it exits when the worker dies (supervisord then
+restarts it, which forks again), and a stop signal stops the worker's process group. Where the
+fork server refuses (it could not prove the fork safe), or does not answer within
+LFMT_FORK_WAIT seconds (default 180), the app runs in this process instead, as with
+LFMT_START=spawn.
 
 The seed and the master database password never reach Langflow: the worker derives the tenant's
 secrets, removes them from its environment and makes itself non-dumpable (its memory and
@@ -101,6 +109,88 @@ def first_tenant():
     return rows[0][1] if rows else None
 
 
+FORK_SOCKET = os.path.join(common.RUN_DIR, "fork.sock")
+
+
+def fork_call(header, body=None, timeout=30):
+    """One request to the fork server: a header line (`ping`, `fork <name>`), for a fork the
+    JSON line the forked child reads itself; returns the JSON answer."""
+    import json
+    import socket
+
+    request = header.encode() + b"\n"
+    if body is not None:
+        request += json.dumps(body).encode() + b"\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(FORK_SOCKET)
+        conn.sendall(request)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def run_forked(schema, env):
+    """Asks the fork server for the tenant's app and stands for it; False when it must be spawned."""
+    import select
+    import signal
+    import time
+
+    deadline = time.monotonic() + float(os.environ.get("LFMT_FORK_WAIT", "180"))
+    while True:
+        try:
+            if fork_call("ping", timeout=5).get("ok"):
+                break
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            print(f"lfmt: worker {schema}: the fork server did not answer; starting as its own process", flush=True)
+            return False
+        time.sleep(0.5)
+    reply = fork_call(f"fork {schema}", {
+        "env": env,
+        "cwd": env["HOME"],
+        "log": None,
+        "host": "127.0.0.1",
+        "port": int(env["LANGFLOW_PORT"]),
+        "dumpable": False,
+        "uvicorn": {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1"},
+    })
+    if not reply.get("ok"):
+        print(f"lfmt: worker {schema}: {reply.get('error')}; starting as its own process", flush=True)
+        return False
+    pid = reply["pid"]
+    print(f"lfmt: worker {schema}: forked as pid {pid}", flush=True)
+
+    def stop(signum, _frame):
+        try:
+            os.killpg(pid, signum)
+        except OSError:
+            pass
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    # The worker is the fork server's child: watch it through a pidfd (it may be reused only
+    # once the server has reaped it, which the pidfd notices first).
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        sys.exit(1)
+    while True:
+        try:
+            ready, _, _ = select.select([pidfd], [], [])
+        except InterruptedError:
+            continue
+        if ready:
+            break
+    print(f"lfmt: worker {schema}: pid {pid} stopped", flush=True)
+    sys.exit(1)
+
+
 def main():
     if len(sys.argv) != 3 or not common.SCHEMA_RE.match(sys.argv[1]) or not sys.argv[2].isdigit():
         common.die("usage: worker.py <schema_id> <port>")
@@ -110,6 +200,10 @@ def main():
         env = tenant_env(schema, port)
     except common.ConfigError as e:
         common.die(str(e))
+    if os.environ.get("LFMT_START", "fork") == "fork":
+        # Same as the fork server's environment (see entrypoint.py), so the import's reads match.
+        env.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/app/.venv/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
+        run_forked(schema, env)
     # Only the tenant's own settings remain: no seed, no master password.
     os.environ.clear()
     os.environ.update(env)
