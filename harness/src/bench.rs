@@ -61,6 +61,14 @@ impl BenchReport {
     }
 }
 
+/// Target for warm-up(4 tenants) / warm-up(1 tenant) with tenants forked from one fork server.
+pub const MAX_FORK_FOUR_TENANT_RATIO: f64 = 1.3;
+/// Target for what a forked tenant adds beyond the pages it shares (USS) after a workload.
+pub const MAX_FORKED_TENANT_USS_MB: f64 = 200.0;
+/// Target for a crashed forked tenant serving again (kill → `/health_check` ok, through the
+/// supervisor).
+pub const MAX_REFORK_SECS: f64 = 5.0;
+
 fn tenants_yaml(prefixes: &[&str]) -> String {
     let mut yaml = String::from("tenants:\n");
     for prefix in prefixes {
@@ -221,4 +229,263 @@ pub async fn runtimes(root: &Path, gateway: &GatewayCommand, runs: usize) -> Res
         ));
     }
     Ok(BenchReport { measurements })
+}
+
+/// One measured configuration of the fork benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartFigures {
+    /// `fork` or `spawn`.
+    pub start: String,
+    /// Tenants in the stack.
+    pub tenants: usize,
+    /// Fastest warm `up`, seconds.
+    pub warm_up_secs: f64,
+    /// Per tenant instance after the workload: (name, RSS, PSS, USS) in bytes.
+    pub instances: Vec<(String, u64, u64, u64)>,
+    /// The fork server's (RSS, PSS, USS), when tenants were forked.
+    pub fork_server: Option<(u64, u64, u64)>,
+    /// Seconds from SIGKILL of the first tenant's instance to its `/health_check` answering ok
+    /// again (the supervisor restarts it: re-forked, or spawned).
+    pub recovery_secs: f64,
+    /// Whether the recovered instance was forked by the same fork server (no re-import).
+    pub reforked_without_import: Option<bool>,
+}
+
+/// What a tenant does before memory is read: log in, create and list flows, a variable, a file
+/// (the objects the e2e suite makes), so the figures are those of a used instance.
+async fn workload(url: &str, username: &str, password: &str) -> Result<()> {
+    let client = crate::e2e::client::TenantClient::new(url);
+    let token = client.token(username, password).await?;
+    for n in 0..3 {
+        client
+            .create_flow(&token, &format!("bench-flow-{n}"))
+            .await?;
+    }
+    client
+        .flow_ids(&crate::e2e::client::Auth::Bearer(&token))
+        .await?;
+    let variable = format!("BENCH_VAR_{}", crate::secret::hex(6));
+    client.create_variable(&token, &variable, "value").await?;
+    client.variable_names(&token).await?;
+    client
+        .upload_file(&token, "bench.txt", b"bench file contents")
+        .await?;
+    client.file_ids(&token).await?;
+    Ok(())
+}
+
+/// Brings up `tenants` tenants cold once, then for each start mode: warm `up`s (fastest kept),
+/// the workload on every tenant, memory of every instance, then SIGKILL of the first instance and
+/// the time until it serves again.
+async fn measure_starts(
+    root: &Path,
+    gateway: &GatewayCommand,
+    tenants: usize,
+    runs: usize,
+    modes: &[crate::config::StartMode],
+) -> Result<Vec<StartFigures>> {
+    let dir = tempfile::Builder::new()
+        .prefix("lfi-bench-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let prefixes: Vec<String> = (1..=tenants).map(|n| format!("t{n}")).collect();
+    let password = crate::secret::password(16);
+    let mut yaml = String::from("tenants:\n");
+    for prefix in &prefixes {
+        yaml.push_str(&format!(
+            "  - prefix: {prefix}\n    users:\n      - username: admin@{prefix}.com\n        password: \"{password}\"\n        superuser: true\n"
+        ));
+    }
+    let base = Config::isolated_with_tenants(root, dir.path(), &yaml)?;
+    let stack_for = |start: crate::config::StartMode| -> Result<Stack> {
+        let mut config = base.clone();
+        config.langflow.start = start;
+        Ok(Stack::new(config.clone())
+            .with_runtime(crate::runtime::for_run("native", &config)?)
+            .with_gateway_command(gateway.clone()))
+    };
+    let result = async {
+        crate::progress::println(format!("bench: cold up, {tenants} tenant(s)"));
+        let cold = stack_for(crate::config::StartMode::Spawn)?;
+        cold.up().await?;
+        cold.down(false)?;
+        let mut figures = Vec::new();
+        for &start in modes {
+            let name = format!("{start:?}").to_lowercase();
+            let stack = stack_for(start)?;
+            let mut best = f64::INFINITY;
+            for run in 1..=runs {
+                crate::progress::println(format!(
+                    "bench: {name}: warm up with {tenants} tenant(s), run {run}/{runs}"
+                ));
+                let started = Instant::now();
+                let report = stack.up().await?;
+                best = best.min(started.elapsed().as_secs_f64());
+                if run < runs {
+                    stack.down(false)?;
+                    continue;
+                }
+                futures::future::try_join_all(report.tenants.iter().map(|t| {
+                    let username = format!("admin@{}.com", t.prefix);
+                    let password = password.clone();
+                    let url = t.url.clone();
+                    async move { workload(&url, &username, &password).await }
+                }))
+                .await?;
+                let status = stack.status().await?.context("stack vanished")?;
+                let usage = |name: &str| {
+                    status
+                        .service(name)
+                        .and_then(|s| s.memory)
+                        .map(|m| (m.rss, m.pss, m.uss))
+                };
+                let instances = prefixes
+                    .iter()
+                    .map(|p| {
+                        let service = crate::services::langflow::service_name(p);
+                        let (rss, pss, uss) = usage(&service).unwrap_or_default();
+                        (service, rss, pss, uss)
+                    })
+                    .collect();
+                let fork_server = usage(crate::services::forkserver::SERVICE);
+                let (recovery_secs, reforked) =
+                    kill_and_time_recovery(&stack, &prefixes[0]).await?;
+                figures.push(StartFigures {
+                    start: name.clone(),
+                    tenants,
+                    warm_up_secs: best,
+                    instances,
+                    fork_server,
+                    recovery_secs,
+                    reforked_without_import: fork_server.map(|_| reforked),
+                });
+                stack.down(false)?;
+            }
+        }
+        Ok::<_, anyhow::Error>(figures)
+    }
+    .await;
+    stack_for(crate::config::StartMode::Spawn)?.down(true)?;
+    result
+}
+
+/// SIGKILLs `prefix`'s instance and times until its `/health_check` is ok again; also tells
+/// whether the new instance is a child of the same fork server as before.
+async fn kill_and_time_recovery(stack: &Stack, prefix: &str) -> Result<(f64, bool)> {
+    let name = crate::services::langflow::service_name(prefix);
+    let state = stack.files().read_state()?.context("no state")?;
+    let record = state.services.get(&name).context("no instance")?.clone();
+    let server_pid = state
+        .services
+        .get(crate::services::forkserver::SERVICE)
+        .map(|r| r.process.pid);
+    let killed = Instant::now();
+    stack.runtime().kill(&record.process)?;
+    loop {
+        if killed.elapsed() > std::time::Duration::from_secs(300) {
+            anyhow::bail!("{name} did not serve again within 300 s of being killed");
+        }
+        let current = stack.files().read_state()?.context("no state")?;
+        if let Some(now) = current.services.get(&name) {
+            if now.process.pid != record.process.pid
+                && crate::services::langflow::probe(now.port).await.is_ok()
+            {
+                let secs = killed.elapsed().as_secs_f64();
+                let parent = std::fs::read_to_string(format!("/proc/{}/stat", now.process.pid))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = &stat[stat.rfind(')')? + 2..];
+                        rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                    });
+                let same_server = server_pid.is_some()
+                    && parent == server_pid
+                    && current
+                        .services
+                        .get(crate::services::forkserver::SERVICE)
+                        .map(|r| r.process.pid)
+                        == server_pid;
+                return Ok((secs, same_server));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Tenants forked from one fork server against one process per tenant, for each count in
+/// `tenant_counts` (e.g. 1, 2, 4, 8), in one run: warm `up`, memory per tenant after a workload
+/// (RSS / PSS / USS), recovery of a killed tenant. Targets: warm up(4) / warm up(1) ≤
+/// [`MAX_FORK_FOUR_TENANT_RATIO`] forked, forked tenants' USS ≤ [`MAX_FORKED_TENANT_USS_MB`],
+/// a killed forked tenant serving again in ≤ [`MAX_REFORK_SECS`].
+pub async fn starts(
+    root: &Path,
+    gateway: &GatewayCommand,
+    tenant_counts: &[usize],
+    runs: usize,
+    modes: &[crate::config::StartMode],
+) -> Result<(BenchReport, Vec<StartFigures>)> {
+    let runs = runs.max(1);
+    let mut all = Vec::new();
+    for &tenants in tenant_counts {
+        all.extend(measure_starts(root, gateway, tenants.max(1), runs, modes).await?);
+    }
+    let mb = |b: u64| b as f64 / 1_048_576.0;
+    let mut measurements = Vec::new();
+    for figures in &all {
+        let label = format!("{}, {} tenant(s)", figures.start, figures.tenants);
+        let forked = figures.start == "fork";
+        measurements.push(Measurement::new(
+            format!("warm up, {label}"),
+            figures.warm_up_secs,
+            "s",
+            None,
+        ));
+        let uss_max = figures.instances.iter().map(|i| i.3).max().unwrap_or(0);
+        let pss_sum: u64 = figures.instances.iter().map(|i| i.2).sum::<u64>()
+            + figures.fork_server.map_or(0, |f| f.1);
+        measurements.push(Measurement::new(
+            format!("largest tenant USS after workload, {label}"),
+            mb(uss_max),
+            "MB",
+            forked.then_some(MAX_FORKED_TENANT_USS_MB),
+        ));
+        measurements.push(Measurement::new(
+            format!("total PSS of tenants + fork server, {label}"),
+            mb(pss_sum),
+            "MB",
+            None,
+        ));
+        measurements.push(Measurement::new(
+            format!("killed tenant serving again, {label}"),
+            figures.recovery_secs,
+            "s",
+            forked.then_some(MAX_REFORK_SECS),
+        ));
+        if let Some(same) = figures.reforked_without_import {
+            measurements.push(Measurement::new(
+                format!("re-forked by the same fork server (1 = yes), {label}"),
+                if same { 1.0 } else { 0.0 },
+                "",
+                None,
+            ));
+            if !same {
+                measurements.last_mut().expect("just pushed").pass = false;
+            }
+        }
+    }
+    for start in ["spawn", "fork"] {
+        let warm = |n: usize| {
+            all.iter()
+                .find(|f| f.start == start && f.tenants == n)
+                .map(|f| f.warm_up_secs)
+        };
+        if let (Some(one), Some(four)) = (warm(1), warm(4)) {
+            measurements.push(Measurement::new(
+                format!("ratio warm up 4 tenants / 1 tenant, {start}"),
+                four / one,
+                "x",
+                (start == "fork").then_some(MAX_FORK_FOUR_TENANT_RATIO),
+            ));
+        }
+    }
+    Ok((BenchReport { measurements }, all))
 }

@@ -28,21 +28,22 @@ pub fn status_table(status: &StackStatus) -> String {
     } else {
         ("pid", "rss")
     };
-    let mut table = table(&[
-        "service",
-        "state",
-        "url",
-        where_header,
-        memory_header,
-        "detail",
-    ]);
+    // PSS / USS where the kernel tells them (native processes): RSS counts the pages tenants
+    // share with the fork server once per tenant.
+    let shared = status.services.iter().any(|s| s.memory.is_some());
+    let mut header = vec!["service", "state", "url", where_header, memory_header];
+    if shared {
+        header.extend(["pss", "uss"]);
+    }
+    header.push("detail");
+    let mut table = table(&header);
     for service in &status.services {
         let color = match service.state {
             ServiceState::Healthy => Color::Green,
             ServiceState::Unhealthy => Color::Yellow,
             ServiceState::Crashed => Color::Red,
         };
-        table.add_row(vec![
+        let mut row = vec![
             Cell::new(&service.name),
             Cell::new(format!("{:?}", service.state).to_lowercase()).fg(color),
             Cell::new(&service.url),
@@ -51,8 +52,13 @@ pub fn status_table(status: &StackStatus) -> String {
                 None => service.pid.to_string(),
             }),
             Cell::new(megabytes(service.rss_bytes)),
-            Cell::new(service.detail.as_deref().unwrap_or("")),
-        ]);
+        ];
+        if shared {
+            row.push(Cell::new(megabytes(service.memory.map(|m| m.pss))));
+            row.push(Cell::new(megabytes(service.memory.map(|m| m.uss))));
+        }
+        row.push(Cell::new(service.detail.as_deref().unwrap_or("")));
+        table.add_row(row);
     }
     format!("runtime: {}\n{table}", status.runtime)
 }
@@ -363,4 +369,36 @@ pub fn chaos_table(report: &crate::chaos::ChaosReport) -> String {
         report.up_secs,
         report.total_secs
     )
+}
+
+/// Spawn vs fork, per tenant count: warm up, per-tenant memory after the workload, recovery.
+pub fn start_figures_table(figures: &[crate::bench::StartFigures]) -> String {
+    let mut table = table(&[
+        "start",
+        "tenants",
+        "warm up",
+        "RSS / tenant",
+        "PSS / tenant",
+        "USS / tenant (max)",
+        "fork server PSS",
+        "killed tenant serving again",
+    ]);
+    let mb = |b: u64| format!("{:.0} MB", b as f64 / 1_048_576.0);
+    for f in figures {
+        let n = f.instances.len().max(1) as u64;
+        let avg = |pick: fn(&(String, u64, u64, u64)) -> u64| {
+            mb(f.instances.iter().map(pick).sum::<u64>() / n)
+        };
+        table.add_row(vec![
+            Cell::new(&f.start),
+            Cell::new(f.tenants),
+            Cell::new(format!("{:.1} s", f.warm_up_secs)),
+            Cell::new(avg(|i| i.1)),
+            Cell::new(avg(|i| i.2)),
+            Cell::new(mb(f.instances.iter().map(|i| i.3).max().unwrap_or(0))),
+            Cell::new(f.fork_server.map_or("-".into(), |s| mb(s.1))),
+            Cell::new(format!("{:.1} s", f.recovery_secs)),
+        ]);
+    }
+    table.to_string()
 }

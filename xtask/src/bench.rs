@@ -17,15 +17,43 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Compare tenants forked from one fork server with one process per tenant, for these tenant
+    /// counts (e.g. 1,2,4,8): warm up, memory per tenant (RSS/PSS/USS), recovery of a killed one.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    starts: Option<Vec<usize>>,
+    /// With --starts: which start modes to measure (spawn, fork).
+    #[arg(long, value_delimiter = ',', default_value = "spawn,fork")]
+    modes: Vec<String>,
 }
 
 /// Runs the benchmark on isolated stacks (`stack` only supplies the configuration; `runtime` is
 /// the global `--runtime`); failure when a target is missed.
 pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Result<ExitCode> {
-    let BenchArgs { runs, json } = args;
+    let BenchArgs {
+        runs,
+        json,
+        starts,
+        modes,
+    } = args;
     let (root, servers) = (&stack.config().root, gateway_command()?);
     // `--runtime docker` compares the runtimes; otherwise the tenancy targets (native).
-    let report = if runtime == Some("docker") {
+    let report = if let Some(counts) = starts {
+        let modes = modes
+            .iter()
+            .map(|m| m.parse::<harness::config::StartMode>())
+            .collect::<Result<Vec<_>>>()?;
+        let (report, figures) =
+            harness::bench::starts(root, &servers, &counts, runs, &modes).await?;
+        if json {
+            print_json(
+                &serde_json::json!({"measurements": report.measurements, "figures": figures}),
+            )?;
+        } else {
+            println!("{}", report::start_figures_table(&figures));
+            println!("{}", report::bench_table(&report));
+        }
+        return Ok(exit_code(report.pass()));
+    } else if runtime == Some("docker") {
         harness::bench::runtimes(root, &servers, runs).await?
     } else {
         harness::bench::tenancy(root, &servers, runs).await?
