@@ -104,10 +104,14 @@ pub struct PostgresConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AwsConfig {
-    /// Which emulator; only `ministack` is supported by the native runtime.
-    pub emulator: String,
+    /// Which emulator: `ministack` (any runtime) or `localstack` (docker runtime only).
+    /// `--emulator` / `LANGFLOW_INFRA_AWS_EMULATOR` override; a running stack keeps its own.
+    pub emulator: Emulator,
     /// Pinned ministack version (PyPI).
     pub ministack_version: String,
+    /// Pinned LocalStack version: the image `localstack/localstack:<version>`, or the local build
+    /// from the `localstack-core` package of that version.
+    pub localstack_version: String,
     /// Region every client uses.
     pub region: String,
     /// Account id the emulator reports.
@@ -118,6 +122,47 @@ pub struct AwsConfig {
     /// and trust policies evaluated, as AWS does. The harness's own admin calls use the
     /// emulator's root key, which is always allowed.
     pub enforce_iam: bool,
+}
+
+/// The AWS emulator a run uses (`[aws] emulator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Emulator {
+    /// ministack (PyPI, MIT): IAM enforcement with `AUTH=true`, Bedrock, CloudFormation for every
+    /// resource type of `aws/` (the default).
+    #[default]
+    Ministack,
+    /// LocalStack (community edition), in a container.
+    Localstack,
+}
+
+impl Emulator {
+    /// Its name as configured (`ministack`, `localstack`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Emulator::Ministack => "ministack",
+            Emulator::Localstack => "localstack",
+        }
+    }
+}
+
+impl std::fmt::Display for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Emulator {
+    type Err = anyhow::Error;
+    fn from_str(value: &str) -> Result<Self> {
+        match value {
+            "ministack" => Ok(Self::Ministack),
+            "localstack" => Ok(Self::Localstack),
+            other => {
+                anyhow::bail!("unknown AWS emulator {other:?}; use \"ministack\" or \"localstack\"")
+            }
+        }
+    }
 }
 
 /// Langflow settings.
@@ -194,6 +239,9 @@ pub struct DockerImages {
     pub postgres: String,
     /// The AWS emulator (`ministackorg/ministack:<aws.ministack_version>`).
     pub aws: String,
+    /// LocalStack, when `[aws] emulator = "localstack"` (`localstack/localstack:<aws.localstack_version>`;
+    /// images newer than 4.14.0 need `LOCALSTACK_AUTH_TOKEN` in the environment).
+    pub localstack: String,
     /// Langflow (`langflowai/langflow:<langflow.version>`).
     pub langflow: String,
 }
@@ -230,8 +278,9 @@ impl Default for PostgresConfig {
 impl Default for AwsConfig {
     fn default() -> Self {
         Self {
-            emulator: "ministack".into(),
+            emulator: Emulator::Ministack,
             ministack_version: "1.5.33".into(),
+            localstack_version: "4.14.0".into(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             tenant_bucket: "langflow-infra-tenant-files".into(),
@@ -276,6 +325,10 @@ impl DockerImages {
             aws: pick(
                 &self.aws,
                 format!("ministackorg/ministack:{}", aws.ministack_version),
+            ),
+            localstack: pick(
+                &self.localstack,
+                format!("localstack/localstack:{}", aws.localstack_version),
             ),
             langflow: pick(
                 &self.langflow,
@@ -366,6 +419,10 @@ impl Config {
             ),
             ("LANGFLOW_INFRA_IMAGE_AWS", &mut self.docker.images.aws),
             (
+                "LANGFLOW_INFRA_IMAGE_LOCALSTACK",
+                &mut self.docker.images.localstack,
+            ),
+            (
                 "LANGFLOW_INFRA_IMAGE_LANGFLOW",
                 &mut self.docker.images.langflow,
             ),
@@ -378,6 +435,11 @@ impl Config {
             self.langflow.start = v
                 .parse()
                 .with_context(|| format!("LANGFLOW_INFRA_LANGFLOW_START={v:?}"))?;
+        }
+        if let Some(v) = var("LANGFLOW_INFRA_AWS_EMULATOR") {
+            self.aws.emulator = v
+                .parse()
+                .context("LANGFLOW_INFRA_AWS_EMULATOR is not an emulator")?;
         }
         if let Some(v) = var("LANGFLOW_INFRA_RUNTIME") {
             self.runtime.kind = v;

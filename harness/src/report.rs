@@ -63,6 +63,15 @@ pub fn status_table(status: &StackStatus) -> String {
     format!("runtime: {}\n{table}", status.runtime)
 }
 
+/// `text` cut to `max` characters, with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        text.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+    }
+}
+
 /// The summary printed by `down`.
 pub fn down_summary(report: &DownReport) -> String {
     let mut lines = Vec::new();
@@ -303,6 +312,12 @@ pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> Stri
                 s.skipped.join(", ")
             ));
         }
+        if !s.not_emulated.is_empty() {
+            detail.push_str(&format!(
+                "\n(created on paper only, not rehearsed — skipped: {})",
+                s.not_emulated.join("; ")
+            ));
+        }
         let color = if s.status == "CREATE_COMPLETE" {
             Color::Green
         } else {
@@ -315,13 +330,20 @@ pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> Stri
             Cell::new(detail),
         ]);
     }
+    let not_emulated: usize = rehearsal.stacks.iter().map(|s| s.not_emulated.len()).sum();
     format!(
-        "{table}\nrehearsal of stage {}: {}; stacks {}",
+        "{table}\nrehearsal of stage {} on {}: {}{}; stacks {}",
         rehearsal.stage,
+        rehearsal.emulator.emulator,
         if rehearsal.ok() {
             "all stacks created"
         } else {
             "FAILED"
+        },
+        if not_emulated > 0 {
+            format!("; {not_emulated} resource(s) skipped, not rehearsed (the emulator does not emulate their service)")
+        } else {
+            String::new()
         },
         if rehearsal.deleted {
             "deleted"

@@ -27,6 +27,10 @@ pub struct RunState {
     pub version: u32,
     /// Runtime that started the services (`native`).
     pub runtime: String,
+    /// The AWS emulator of the run (`ministack`, `localstack`); absent in older state files
+    /// (ministack). Commands on a running stack use this one, whatever is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<crate::config::Emulator>,
     /// Unix time (seconds) the run started.
     pub started_at: u64,
     /// Services by name, in start order of their names.

@@ -78,7 +78,7 @@ async fn every_scenario_behaves_under_both_sdks_and_denials_are_explained() {
     assert_eq!(claims["sub"], "system:serviceaccount:langflow:langflow-sa");
     assert_eq!(claims["aud"], "sts.amazonaws.com");
 
-    let report = check::run(stack.config(), aws_port, identity_port, probe(), true)
+    let report = check::run(stack.config(), aws_port, identity_port, probe(), true, None)
         .await
         .unwrap();
     let failures: Vec<String> = report
@@ -162,9 +162,16 @@ async fn a_broken_trust_policy_fails_the_irsa_scenario() {
         .await
         .unwrap();
 
-    let report = check::run(stack.config(), aws_port, identity_port, probe(), false)
-        .await
-        .unwrap();
+    let report = check::run(
+        stack.config(),
+        aws_port,
+        identity_port,
+        probe(),
+        false,
+        None,
+    )
+    .await
+    .unwrap();
     let irsa = report
         .results
         .iter()

@@ -108,6 +108,23 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
         }
     };
     println!("{}", report::e2e_table(&report));
+    if let Some(caps) = &report.emulator {
+        let missing = caps.capabilities.iter().filter(|c| !c.supported).count();
+        if missing == 0 {
+            println!(
+                "emulator {}: every probed capability present ({})",
+                caps.emulator,
+                caps.capabilities.len()
+            );
+        } else {
+            println!(
+                "emulator {}: {missing} of {} probed capabilities missing; checks that rely on them are skipped, never passed:\n{}",
+                caps.emulator,
+                caps.capabilities.len(),
+                harness::services::emulator_caps::render_table(caps)
+            );
+        }
+    }
     if let Some(path) = junit {
         write_report(&path, &harness::e2e::junit::render(&report))?;
     }

@@ -31,6 +31,11 @@ struct Cli {
     /// harness.toml (LANGFLOW_INFRA_RUNTIME overrides). A running stack keeps its own.
     #[arg(long, global = true, value_parser = ["auto", "native", "docker"])]
     runtime: Option<String>,
+    /// The AWS emulator: ministack (any runtime) or localstack (docker runtime; images newer
+    /// than 4.14.0 need LOCALSTACK_AUTH_TOKEN in the environment). Default: [aws] emulator in
+    /// harness.toml (LANGFLOW_INFRA_AWS_EMULATOR overrides). A running stack keeps its own.
+    #[arg(long, global = true, value_parser = ["ministack", "localstack"])]
+    emulator: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +104,9 @@ enum Command {
     GatewayServe(serve::GatewayArgs),
 }
 
+/// The configuration override `--emulator` sets.
+const EMULATOR_ENV: &str = "LANGFLOW_INFRA_AWS_EMULATOR";
+
 fn main() -> ExitCode {
     // Behave like other Unix tools when output is piped into `head`: exit quietly on a closed pipe.
     // SAFETY: setting a signal disposition to its default before any thread is started.
@@ -109,6 +117,11 @@ fn main() -> ExitCode {
         );
     }
     let cli = Cli::parse();
+    if let Some(emulator) = &cli.emulator {
+        // Read by every configuration this process loads (isolated e2e, validate and creds
+        // stacks included). SAFETY: no other thread runs yet.
+        std::env::set_var(EMULATOR_ENV, emulator);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

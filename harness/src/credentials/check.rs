@@ -11,14 +11,19 @@ use super::identity_server::KEY_FILE;
 use super::oidc::SigningKey;
 use super::scenarios::{self, ProbeCommand, ScenarioEnv, ScenarioResult};
 use crate::config::Config;
+use crate::services::emulator_caps::{self, Capabilities};
 
 /// The outcome of a credentials check.
 #[derive(Debug, Clone, Serialize)]
 pub struct CredsReport {
     /// Every scenario × SDK.
     pub results: Vec<ScenarioResult>,
-    /// Number that failed.
+    /// Number that failed (skipped ones excluded).
     pub failed: usize,
+    /// Number not run because the emulator lacks their premise.
+    pub skipped: usize,
+    /// What the emulator emulates and enforces (probed), which decided the skips.
+    pub capabilities: Capabilities,
     /// Wall time in seconds.
     pub elapsed_secs: f64,
 }
@@ -33,16 +38,24 @@ impl CredsReport {
 /// Runs the scenarios against the emulator on `aws_port` and the identity server on
 /// `identity_port` of the run described by `config`. `with_python` adds the boto3 runs (boto3 from
 /// the emulator's small managed venv, installed when missing, so no runtime needs a host Langflow).
+/// `capabilities` (probed when `None`) decides which scenarios the emulator can judge; the others
+/// are reported as skipped with the reason.
 pub async fn run(
     config: &Config,
     aws_port: u16,
     identity_port: u16,
     rust_probe: ProbeCommand,
     with_python: bool,
+    capabilities: Option<Capabilities>,
 ) -> Result<CredsReport> {
     let started = Instant::now();
     let dir = super::identity_dir(config);
+    let capabilities = match capabilities {
+        Some(caps) => caps,
+        None => emulator_caps::probe(config, aws_port, &dir).await?,
+    };
     let identities = super::read_identities(config)?;
+    let identities_for_skip = identities.clone();
     let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
     let python = if with_python {
         let venv = crate::services::aws::venv(config)?;
@@ -69,12 +82,26 @@ pub async fn run(
         rust_probe,
         python,
         work_dir: work.path().to_path_buf(),
+        skip: scenarios::scenarios(&identities_for_skip)
+            .iter()
+            .filter_map(|s| {
+                capabilities
+                    .skip_reason(&format!("credentials/{}", s.name))
+                    .map(|reason| (s.name.to_string(), reason))
+            })
+            .collect(),
     };
     let results = scenarios::run_all(&env).await?;
-    let failed = results.iter().filter(|r| !r.passed).count();
+    let failed = results
+        .iter()
+        .filter(|r| !r.passed && r.skipped.is_none())
+        .count();
+    let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
     Ok(CredsReport {
         results,
         failed,
+        skipped,
+        capabilities,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })
 }
@@ -115,14 +142,19 @@ pub fn render_table(report: &CredsReport) -> String {
             expected,
             observed.provider.unwrap_or_else(|| "-".into()),
             caller,
-            if r.passed { "pass" } else { "FAIL" }.to_string(),
+            match (&r.skipped, r.passed) {
+                (Some(_), _) => "skip",
+                (None, true) => "pass",
+                (None, false) => "FAIL",
+            }
+            .to_string(),
             r.explanation
                 .first()
                 .map(|l| truncate(l, 70))
                 .unwrap_or_default(),
             r.ms.to_string(),
         ]);
-        if !r.passed || r.explanation.len() > 1 {
+        if (!r.passed && r.skipped.is_none()) || r.explanation.len() > 1 {
             details.push(format!(
                 "{} ({:?}):\n{}",
                 r.scenario,
@@ -141,11 +173,20 @@ pub fn render_table(report: &CredsReport) -> String {
         out.push_str(&details.join("\n"));
     }
     out.push_str(&format!(
-        "\n{} of {} passed in {:.1} s (rust = aws-config default chain, python = boto3)",
-        report.results.len() - report.failed,
+        "\n{} of {} passed, {} skipped, {} failed in {:.1} s on {} (rust = aws-config default chain, python = boto3)",
+        report.results.len() - report.failed - report.skipped,
         report.results.len(),
-        report.elapsed_secs
+        report.skipped,
+        report.failed,
+        report.elapsed_secs,
+        report.capabilities.emulator
     ));
+    if report.skipped > 0 {
+        out.push_str(&format!(
+            "\nskipped, never passed: the emulator lacks their premise (probed):\n{}",
+            crate::services::emulator_caps::render_table(&report.capabilities)
+        ));
+    }
     out
 }
 
@@ -154,13 +195,7 @@ fn short_arn(arn: &str) -> String {
     arn.splitn(6, ':').nth(5).unwrap_or(arn).to_string()
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        text.chars().take(max - 1).collect::<String>() + "…"
-    }
-}
+use crate::report::truncate;
 
 /// Runs the check against `stack` when it is up with an identity service, otherwise on an
 /// isolated infrastructure-only stack (own state dir and ports) that is torn down afterwards.
@@ -183,6 +218,7 @@ pub async fn run_on_stack_or_isolated(
                 identity_port,
                 rust_probe,
                 with_python,
+                None,
             )
             .await?;
             return Ok((
@@ -214,6 +250,7 @@ pub async fn run_on_stack_or_isolated(
                 identity_port,
                 rust_probe,
                 with_python,
+                None,
             )
             .await
         }

@@ -46,6 +46,9 @@ pub struct ScenarioEnv {
     pub python: Option<PathBuf>,
     /// Scratch directory (token, config files per scenario).
     pub work_dir: PathBuf,
+    /// Scenarios not run, with the reason: their premise is missing from the emulator
+    /// (`localstack does not enforce IAM trust policies`).
+    pub skip: BTreeMap<String, String>,
 }
 
 /// Which SDK resolved the chain.
@@ -147,8 +150,11 @@ pub struct ScenarioResult {
     pub expected: Expectation,
     /// What the probe reported (absent when caught before any call).
     pub observed: Option<ProbeOutput>,
-    /// Whether the outcome matched.
+    /// Whether the outcome matched (false when skipped).
     pub passed: bool,
+    /// Not run: the emulator lacks the scenario's premise (the reason); never counted as passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Why: for denials, the condition that failed; for mismatches, what differed.
     pub explanation: Vec<String>,
     /// Wall time.
@@ -295,6 +301,18 @@ pub async fn run_all(env: &ScenarioEnv) -> Result<Vec<ScenarioResult>> {
 /// Runs one scenario under one SDK.
 pub async fn run_one(env: &ScenarioEnv, scenario: &Scenario, sdk: Sdk) -> Result<ScenarioResult> {
     let started = Instant::now();
+    if let Some(reason) = env.skip.get(scenario.name) {
+        return Ok(ScenarioResult {
+            scenario: scenario.name.to_string(),
+            sdk,
+            expected: scenario.expect.clone(),
+            observed: None,
+            passed: false,
+            skipped: Some(reason.clone()),
+            explanation: vec![format!("skipped: {reason}")],
+            ms: 0,
+        });
+    }
     let dir = env.work_dir.join(format!(
         "{}-{}",
         scenario.name,
@@ -311,6 +329,7 @@ pub async fn run_one(env: &ScenarioEnv, scenario: &Scenario, sdk: Sdk) -> Result
         expected: scenario.expect.clone(),
         observed: None,
         passed: false,
+        skipped: None,
         explanation: Vec::new(),
         ms: 0,
     };

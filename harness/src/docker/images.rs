@@ -36,7 +36,18 @@ use crate::progress::{self, Step};
 /// Tag of the base every local image is built `FROM`.
 pub const BASE_TAG: &str = "langflow-infra/debian:bookworm";
 /// The services with images, in build order.
-pub const SERVICES: [&str; 5] = ["base", "postgres", "aws", "langflow", MULTI_TENANT];
+pub const SERVICES: [&str; 6] = [
+    "base",
+    "postgres",
+    "aws",
+    LOCALSTACK,
+    "langflow",
+    MULTI_TENANT,
+];
+/// LocalStack, the emulator of `[aws] emulator = "localstack"` (`compose/images/localstack/`):
+/// the public `localstack/localstack:<version>`, or built here from the `localstack-core`
+/// package on Debian 13 (its dependencies need Python 3.13; Debian 12 has 3.11).
+pub const LOCALSTACK: &str = "localstack";
 /// The reference multi-tenant image (`compose/images/langflow-multi-tenant/`): the deployed shape,
 /// one container serving every tenant, built `FROM` the local Langflow image. It has no public
 /// counterpart: its public and local references are the same local tag.
@@ -104,6 +115,15 @@ pub fn image_specs(config: &Config) -> Vec<ImageSpec> {
             context_dir: dir.join("ministack"),
         },
         ImageSpec {
+            service: LOCALSTACK,
+            public: images.localstack,
+            local: format!(
+                "langflow-infra/localstack:{}",
+                config.aws.localstack_version
+            ),
+            context_dir: dir.join(LOCALSTACK),
+        },
+        ImageSpec {
             service: "langflow",
             public: images.langflow,
             local: langflow_local_tag(config),
@@ -142,6 +162,7 @@ fn canonical_service(service: &str) -> Result<&'static str> {
         "base" | "debian" => "base",
         "postgres" => "postgres",
         "aws" | "ministack" => "aws",
+        "localstack" => LOCALSTACK,
         "langflow" => "langflow",
         "langflow-multi-tenant" | "multi-tenant" => MULTI_TENANT,
         other => bail!(
@@ -330,7 +351,13 @@ pub async fn build(
         wanted.push(canonical_service(name)?);
     }
     if wanted.is_empty() {
-        wanted = SERVICES.to_vec();
+        // Every image, but only the configured emulator's (`--only localstack` / `--only aws`
+        // builds the other).
+        let unused = match config.aws.emulator {
+            crate::config::Emulator::Ministack => LOCALSTACK,
+            crate::config::Emulator::Localstack => "aws",
+        };
+        wanted = SERVICES.iter().copied().filter(|s| *s != unused).collect();
     }
     // The multi-tenant image is built FROM the local Langflow image.
     if wanted.contains(&MULTI_TENANT)
@@ -382,6 +409,14 @@ pub async fn build(
                     config.aws.ministack_version.clone(),
                 );
                 injected.push(("host-ca.crt".into(), ca.1.clone()));
+            }
+            LOCALSTACK => {
+                args.insert(
+                    "LOCALSTACK_VERSION".into(),
+                    config.aws.localstack_version.clone(),
+                );
+                injected.push(("host-ca.crt".into(), ca.1.clone()));
+                injected.push(("constraints.txt".into(), localstack_constraints(config)?));
             }
             "langflow" => {
                 let version = &config.langflow.version;
@@ -440,6 +475,24 @@ fn langflow_constraints(config: &Config) -> Result<Vec<u8>> {
         }
         Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// The pinned dependencies of `localstack-core` (`harness/constraints/localstack-<version>.txt`):
+/// the package's own requirements leave them open, and today's releases of several (cbor2,
+/// pyOpenSSL) break it. Missing → an error naming the file and how to make it.
+fn localstack_constraints(config: &Config) -> Result<Vec<u8>> {
+    let version = &config.aws.localstack_version;
+    let path = config
+        .root
+        .join("harness")
+        .join("constraints")
+        .join(format!("localstack-{version}.txt"));
+    std::fs::read(&path).map_err(|e| {
+        anyhow!(
+            "cannot read {} ({e}): localstack-core {version} needs pinned dependencies; resolve them as of its release date (uv pip compile --exclude-newer <date>) into that file",
+            path.display()
+        )
+    })
 }
 
 /// Progress output of a build run.
@@ -1619,12 +1672,14 @@ mod tests {
             specs[2].context_dir,
             Path::new("/repo/compose/images/ministack")
         );
-        assert_eq!(specs[3].local, "langflow-infra/langflow:1.13.0");
+        assert_eq!(specs[3].public, "localstack/localstack:4.14.0");
+        assert_eq!(specs[3].local, "langflow-infra/localstack:4.14.0");
+        assert_eq!(specs[4].local, "langflow-infra/langflow:1.13.0");
         assert_eq!(
-            specs[4].local,
+            specs[5].local,
             "langflow-infra/langflow-multi-tenant:1.13.0"
         );
-        assert_eq!(specs[4].public, specs[4].local);
+        assert_eq!(specs[5].public, specs[5].local);
         assert_eq!(
             image_spec(&config, "multi-tenant").unwrap().service,
             MULTI_TENANT

@@ -15,6 +15,19 @@ use super::client::{Answer, Auth, TenantClient};
 use super::{err, timed, CheckResult};
 use crate::credentials::iam_setup::Identities;
 use crate::credentials::scenarios::ProbeCommand;
+use crate::services::emulator_caps::Capabilities;
+
+/// `run` unless `skip` names a missing premise: then the check is skipped with that reason
+/// (the future is never polled).
+async fn unless_skipped(
+    skip: Option<String>,
+    run: impl std::future::Future<Output = super::Verdict>,
+) -> super::Verdict {
+    match skip {
+        Some(reason) => Ok(Some(reason)),
+        None => run.await,
+    }
+}
 
 /// What the credentials suite needs from a local run.
 pub struct CredentialsAccess {
@@ -26,6 +39,9 @@ pub struct CredentialsAccess {
     pub identity_port: u16,
     /// The Rust probe; `None` skips the chain scenarios.
     pub probe: Option<ProbeCommand>,
+    /// The emulator's probed capabilities: a check whose premise it lacks is skipped, with the
+    /// reason (probed again by the chain scenarios when `None`).
+    pub capabilities: Option<Capabilities>,
 }
 
 /// A tenant as the component checks use it.
@@ -55,6 +71,7 @@ pub async fn run(
             access.identity_port,
             probe.clone(),
             true,
+            access.capabilities.clone(),
         )
         .await
         {
@@ -70,6 +87,9 @@ pub async fn run(
                         .collect();
                     let ms: u128 = runs.iter().map(|r| r.ms).max().unwrap_or(0);
                     timed(results, &format!("credentials/{name}"), "-", async {
+                        if let Some(reason) = runs.iter().find_map(|r| r.skipped.clone()) {
+                            return Ok(Some(reason));
+                        }
                         let failed: Vec<String> = runs
                             .iter()
                             .filter(|r| !r.passed)
@@ -98,7 +118,15 @@ pub async fn run(
         }
     };
     for tenant in tenants {
-        component_checks(results, &identities, s3, bucket, tenant).await;
+        component_checks(
+            results,
+            &identities,
+            s3,
+            bucket,
+            tenant,
+            access.capabilities.as_ref(),
+        )
+        .await;
     }
 }
 
@@ -108,7 +136,9 @@ async fn component_checks(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     tenant: &ComponentTenant<'_>,
+    caps: Option<&Capabilities>,
 ) {
+    let skip = |check: &str| caps.and_then(|c| c.skip_reason(check));
     let prefix = tenant.prefix;
     let catalog = match tenant
         .client
@@ -158,21 +188,26 @@ async fn component_checks(
         role_name(&ids.role_arn)
     );
 
-    timed(results, "components/bedrock-irsa", prefix, async {
-        let out = run_component(
-            tenant,
-            &bedrock,
-            "reply",
-            &[("prompt", json!(format!("hello from {prefix}")))],
-        )
-        .await?;
-        expect_caller(&out, &irsa_caller, "assume-role-with-web-identity")?;
-        let text = out["text"].as_str().unwrap_or_default();
-        if text.is_empty() || !text.contains(out["model_id"].as_str().unwrap_or("?")) {
-            return Err(format!("no Converse reply from the emulator: {out}"));
-        }
-        Ok(None)
-    })
+    timed(
+        results,
+        "components/bedrock-irsa",
+        prefix,
+        unless_skipped(skip("components/bedrock-irsa"), async {
+            let out = run_component(
+                tenant,
+                &bedrock,
+                "reply",
+                &[("prompt", json!(format!("hello from {prefix}")))],
+            )
+            .await?;
+            expect_caller(&out, &irsa_caller, "assume-role-with-web-identity")?;
+            let text = out["text"].as_str().unwrap_or_default();
+            if text.is_empty() || !text.contains(out["model_id"].as_str().unwrap_or("?")) {
+                return Err(format!("no Converse reply from the emulator: {out}"));
+            }
+            Ok(None)
+        }),
+    )
     .await;
 
     // Objects seeded with the emulator's root key, as another system would put them there.
@@ -227,68 +262,83 @@ async fn component_checks(
     let developer_key = ("access_key_id", json!(ids.developer_access_key_id));
     let developer_secret = ("secret_access_key", json!(ids.developer_secret_access_key));
     let local_role = ("role_arn", json!(ids.local_role_arn));
-    timed(results, "components/s3-irsa", prefix, async {
-        seeded.clone()?;
-        let out = run_component(
-            tenant,
-            &s3_downloader,
-            "files",
-            &[("bucket", json!(bucket)), ("key", json!(seed))],
-        )
-        .await?;
-        expect_caller(&out, &irsa_caller, "assume-role-with-web-identity")?;
-        check_files(&out)?;
-        Ok(None)
-    })
+    timed(
+        results,
+        "components/s3-irsa",
+        prefix,
+        unless_skipped(skip("components/s3-irsa"), async {
+            seeded.clone()?;
+            let out = run_component(
+                tenant,
+                &s3_downloader,
+                "files",
+                &[("bucket", json!(bucket)), ("key", json!(seed))],
+            )
+            .await?;
+            expect_caller(&out, &irsa_caller, "assume-role-with-web-identity")?;
+            check_files(&out)?;
+            Ok(None)
+        }),
+    )
     .await;
-    timed(results, "components/s3-assume-role", prefix, async {
-        seeded.clone()?;
-        let out = run_component(
-            tenant,
-            &s3_downloader,
-            "files",
-            &[
-                ("bucket", json!(bucket)),
-                ("key", json!(format!("{seed}reports/2026/q4/detail.csv"))),
-                local_role.clone(),
-                developer_key.clone(),
-                developer_secret.clone(),
-            ],
-        )
-        .await?;
-        expect_assumed(&out, &ids.local_role_arn)?;
-        let files = out["files"].as_array().cloned().unwrap_or_default();
-        if files.len() != 1 || files[0]["relative_path"] != "detail.csv" {
-            return Err(format!("expected the single object as detail.csv: {out}"));
-        }
-        Ok(None)
-    })
+    timed(
+        results,
+        "components/s3-assume-role",
+        prefix,
+        unless_skipped(skip("components/s3-assume-role"), async {
+            seeded.clone()?;
+            let out = run_component(
+                tenant,
+                &s3_downloader,
+                "files",
+                &[
+                    ("bucket", json!(bucket)),
+                    ("key", json!(format!("{seed}reports/2026/q4/detail.csv"))),
+                    local_role.clone(),
+                    developer_key.clone(),
+                    developer_secret.clone(),
+                ],
+            )
+            .await?;
+            expect_assumed(&out, &ids.local_role_arn)?;
+            let files = out["files"].as_array().cloned().unwrap_or_default();
+            if files.len() != 1 || files[0]["relative_path"] != "detail.csv" {
+                return Err(format!("expected the single object as detail.csv: {out}"));
+            }
+            Ok(None)
+        }),
+    )
     .await;
-    timed(results, "components/bedrock-assume-role", prefix, async {
-        let out = run_component(
-            tenant,
-            &bedrock,
-            "reply",
-            &[
-                ("prompt", json!(format!("assume-role from {prefix}"))),
-                local_role.clone(),
-                developer_key.clone(),
-                developer_secret.clone(),
-            ],
-        )
-        .await?;
-        expect_assumed(&out, &ids.local_role_arn)?;
-        if out["text"].as_str().unwrap_or_default().is_empty() {
-            return Err(format!("no Converse reply from the emulator: {out}"));
-        }
-        Ok(None)
-    })
+    timed(
+        results,
+        "components/bedrock-assume-role",
+        prefix,
+        unless_skipped(skip("components/bedrock-assume-role"), async {
+            let out = run_component(
+                tenant,
+                &bedrock,
+                "reply",
+                &[
+                    ("prompt", json!(format!("assume-role from {prefix}"))),
+                    local_role.clone(),
+                    developer_key.clone(),
+                    developer_secret.clone(),
+                ],
+            )
+            .await?;
+            expect_assumed(&out, &ids.local_role_arn)?;
+            if out["text"].as_str().unwrap_or_default().is_empty() {
+                return Err(format!("no Converse reply from the emulator: {out}"));
+            }
+            Ok(None)
+        }),
+    )
     .await;
     timed(
         results,
         "components/bedrock-least-privilege",
         prefix,
-        async {
+        unless_skipped(skip("components/bedrock-least-privilege"), async {
             // The developer user may assume LangflowLocalRole but has no Bedrock permission itself.
             match run_component(
                 tenant,
@@ -308,7 +358,7 @@ async fn component_checks(
                 Err(e) if e.contains("AccessDenied") => Ok(None),
                 Err(e) => Err(format!("refused, but not by IAM: {e}")),
             }
-        },
+        }),
     )
     .await;
 }

@@ -78,6 +78,7 @@ mod tests {
             setup_secs: 0.0,
             checks_secs: 0.0,
             down_secs: 0.0,
+            emulator: None,
         };
         let xml = render(&report);
         assert!(

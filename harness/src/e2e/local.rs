@@ -267,6 +267,25 @@ pub async fn run(
             .map(|s| s.port)
             .context("the AWS emulator is not running")?;
         let image_mode = !task_urls.is_empty();
+        // What this emulator emulates and enforces decides which checks it can judge.
+        let capabilities = match crate::services::emulator_caps::probe(
+            stack.config(),
+            aws_port,
+            dir.path(),
+        )
+        .await
+        {
+            Ok(caps) => {
+                crate::progress::println(format!(
+                    "emulator {}: {} of {} capabilities (checks that need a missing one are skipped)",
+                    caps.emulator,
+                    caps.capabilities.iter().filter(|c| c.supported).count(),
+                    caps.capabilities.len()
+                ));
+                Some(caps)
+            }
+            Err(e) => return Err(e.context("cannot probe the emulator's capabilities")),
+        };
         let local = LocalAccess {
             tenancy: Tenancy::for_running_stack(stack.config(), stack.files())?,
             schemas,
@@ -284,6 +303,7 @@ pub async fn run(
                     aws_port,
                     identity_port: identity.port,
                     probe: options.probe.clone(),
+                    capabilities: capabilities.clone(),
                 }),
         };
         let input = SuiteInput {
@@ -308,6 +328,7 @@ pub async fn run(
             setup_secs,
             checks_secs,
             down_secs: 0.0,
+            emulator: capabilities,
         };
         Ok::<_, anyhow::Error>((report, input.tenants))
     }

@@ -66,6 +66,10 @@ pub struct E2eReport {
     pub checks_secs: f64,
     /// Seconds spent tearing down.
     pub down_secs: f64,
+    /// The local stack's emulator, probed: what it emulates and enforces (the premises of the
+    /// skipped checks); `None` against a target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<crate::services::emulator_caps::Capabilities>,
 }
 
 impl E2eReport {
@@ -223,7 +227,7 @@ struct TenantData {
 const SKIP_LOCAL: &str = "needs database, key or emulator access (local runs only)";
 
 /// A check's verdict: `Ok(None)` pass, `Ok(Some(reason))` skip, `Err(evidence)` fail.
-type Verdict = std::result::Result<Option<String>, String>;
+pub(crate) type Verdict = std::result::Result<Option<String>, String>;
 
 async fn timed<F: Future<Output = Verdict>>(
     results: &mut Vec<CheckResult>,
@@ -1057,5 +1061,6 @@ pub async fn run_against_target(
         setup_secs,
         checks_secs,
         down_secs: 0.0,
+        emulator: None,
     })
 }

@@ -270,7 +270,11 @@ impl DockerRuntime {
 
     /// Checks that every service image can be had (present, pullable or built locally).
     pub fn check_images(&self) -> Result<()> {
-        for service in ["postgres", "aws", "langflow"] {
+        let emulator = match self.config.aws.emulator {
+            crate::config::Emulator::Ministack => "aws",
+            crate::config::Emulator::Localstack => crate::docker::images::LOCALSTACK,
+        };
+        for service in ["postgres", emulator, "langflow"] {
             self.image_for(service)?;
         }
         Ok(())

@@ -1,12 +1,14 @@
-//! The AWS emulator: ministack (PyPI, pinned) in a managed venv, one process on a 127.0.0.1 port.
-//! It serves S3, STS, IAM, Secrets Manager, CloudFormation and Bedrock on one endpoint.
+//! The AWS emulator: ministack (PyPI, pinned) in a managed venv, one process on a 127.0.0.1 port,
+//! or in a container; or LocalStack (`[aws] emulator = "localstack"`) in a container. Either
+//! serves S3, STS, IAM, Secrets Manager and CloudFormation on one endpoint; what each actually
+//! enforces or emulates is probed by [`super::emulator_caps`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::Config;
+use crate::config::{Config, Emulator};
 use crate::net;
 use crate::runtime::{ContainerSpec, ProcessSpec, StopSignal};
 use crate::venv::Venv;
@@ -16,14 +18,9 @@ pub const EMULATOR_ACCESS_KEY: &str = "test";
 /// Secret key paired with [`EMULATOR_ACCESS_KEY`].
 pub const EMULATOR_SECRET_KEY: &str = "test";
 
-/// The managed venv holding the pinned emulator.
+/// The managed venv holding the pinned ministack and boto3 (the native emulator, and the boto3
+/// the Python credential scenarios and the capability probe run with, whichever emulator runs).
 pub fn venv(config: &Config) -> Result<Venv> {
-    if config.aws.emulator != "ministack" {
-        bail!(
-            "aws.emulator = {:?} is not supported by the native runtime; use \"ministack\"",
-            config.aws.emulator
-        );
-    }
     let version = &config.aws.ministack_version;
     Ok(Venv::new(
         &config.venv_dir(),
@@ -47,6 +44,11 @@ pub async fn server_spec(
 ) -> Result<ProcessSpec> {
     if placement.containers {
         return Ok(container_spec(config, port));
+    }
+    if config.aws.emulator == Emulator::Localstack {
+        bail!(
+            "aws.emulator = \"localstack\" runs in a container only: add --runtime docker (or use --emulator ministack natively)"
+        );
     }
     let venv = venv(config)?;
     {
@@ -114,9 +116,17 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
     }
 }
 
-/// The emulator in a container: the same settings, its S3 objects in the run's `awsdata` volume
-/// (kept across `down`, removed by `down --volumes`), published on `port` (0 = any) of 127.0.0.1.
+/// The configured emulator in a container, published on `port` (0 = any) of 127.0.0.1.
 pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
+    match config.aws.emulator {
+        Emulator::Ministack => ministack_container_spec(config, port),
+        Emulator::Localstack => localstack_container_spec(config, port),
+    }
+}
+
+/// ministack in a container: the same settings as natively, its S3 objects in the run's
+/// `awsdata` volume (kept across `down`, removed by `down --volumes`).
+fn ministack_container_spec(config: &Config, port: u16) -> ProcessSpec {
     let env = emulator_env(config, "0.0.0.0", CONTAINER_PORT, "/data/s3");
     ProcessSpec {
         name: "aws".into(),
@@ -141,32 +151,107 @@ pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
     }
 }
 
+/// The user's LocalStack auth token, passed to the container when set (images newer than 4.14.0
+/// need one); read from the harness's environment at start, never written to any file.
+pub const LOCALSTACK_AUTH_TOKEN: &str = "LOCALSTACK_AUTH_TOKEN";
+
+/// LocalStack (community) in a container on its usual port 4566: its gateway on every interface
+/// of the container (published on 127.0.0.1 only), and everything that would reach outside the
+/// run switched off (its DNS server, the test-certificate download, usage analytics). The
+/// community edition keeps no state across a restart (`PERSISTENCE` is a Pro feature): tenant
+/// files do not survive `down`/`up` or an emulator restart; the harness re-provisions the bucket,
+/// IAM and secrets at every start.
+fn localstack_container_spec(config: &Config, port: u16) -> ProcessSpec {
+    let mut env: BTreeMap<String, String> = [
+        ("GATEWAY_LISTEN", format!("0.0.0.0:{CONTAINER_PORT}")),
+        ("DNS_ADDRESS", "0".to_string()),
+        ("SKIP_SSL_CERT_DOWNLOAD", "1".to_string()),
+        ("DISABLE_EVENTS", "1".to_string()),
+        ("DEFAULT_REGION", config.aws.region.clone()),
+        ("AWS_DEFAULT_REGION", config.aws.region.clone()),
+        ("LS_LOG", "info".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(token) = std::env::var(LOCALSTACK_AUTH_TOKEN)
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        env.insert(LOCALSTACK_AUTH_TOKEN.to_string(), token);
+    }
+    ProcessSpec {
+        name: "aws".into(),
+        program: "localstack".into(),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        cwd: config.state_dir.clone(),
+        log: config.log_dir().join("aws.log"),
+        run_as: None,
+        stop_signal: StopSignal::Term,
+        port,
+        container: Some(ContainerSpec {
+            image: "localstack".into(),
+            command: Vec::new(),
+            env,
+            container_port: CONTAINER_PORT,
+            binds: Vec::new(),
+            volumes: vec![("awsdata".into(), "/var/lib/localstack".into())],
+            user: None,
+        }),
+        fork_server: None,
+    }
+}
+
+/// Path of the emulator's health endpoint.
+pub fn health_path(emulator: Emulator) -> &'static str {
+    match emulator {
+        Emulator::Ministack => "/_ministack/health",
+        Emulator::Localstack => "/_localstack/health",
+    }
+}
+
 /// Endpoint URL of an emulator on `port`.
 pub fn endpoint(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// Health probe: `GET /_ministack/health` answers 200.
-pub async fn probe(port: u16) -> Result<()> {
+/// Health probe: the emulator's health endpoint answers 200; LocalStack's must also list the
+/// services the harness provisions (S3, IAM, STS, Secrets Manager) as available or running.
+pub async fn probe(port: u16, emulator: Emulator) -> Result<()> {
     let response = reqwest::Client::new()
-        .get(format!("{}/_ministack/health", endpoint(port)))
+        .get(format!("{}{}", endpoint(port), health_path(emulator)))
         .timeout(Duration::from_secs(2))
         .send()
         .await?;
     if !response.status().is_success() {
         bail!("health endpoint answered {}", response.status());
     }
+    if emulator == Emulator::Localstack {
+        let health: serde_json::Value = response.json().await?;
+        for service in ["s3", "iam", "sts", "secretsmanager"] {
+            let state = health["services"][service].as_str().unwrap_or("missing");
+            if !matches!(state, "available" | "running") {
+                bail!("LocalStack reports {service} as {state}");
+            }
+        }
+    }
     Ok(())
 }
 
 /// Waits until the emulator's health endpoint answers.
-pub async fn wait_ready(port: u16, timeout: Duration, alive: impl FnMut() -> bool) -> Result<()> {
+pub async fn wait_ready(
+    port: u16,
+    emulator: Emulator,
+    timeout: Duration,
+    alive: impl FnMut() -> bool,
+) -> Result<()> {
     net::wait_until(
         "aws emulator",
         timeout,
         Duration::from_millis(100),
         alive,
-        || async move { probe(port).await.map(|_| true) },
+        || async move { probe(port, emulator).await.map(|_| true) },
     )
     .await
 }

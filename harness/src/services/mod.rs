@@ -1,6 +1,7 @@
 //! WHAT runs: each service's process spec, environment and readiness probe.
 
 pub mod aws;
+pub mod emulator_caps;
 pub mod forkserver;
 pub mod langflow;
 pub mod postgres;

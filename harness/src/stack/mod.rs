@@ -213,9 +213,23 @@ impl Stack {
         kind: Option<&str>,
         starting: bool,
     ) -> Result<(Self, Option<String>)> {
+        let mut config = config;
         let files = StateFiles::new(&config.state_dir);
         let requested = kind.unwrap_or(&config.runtime.kind).to_string();
-        let recorded = files.read_state().ok().flatten().map(|s| s.runtime);
+        let recorded_state = files.read_state().ok().flatten();
+        // A running stack keeps the emulator it was started with (repairs, the supervisor,
+        // `status` and tenant commands must talk to that one).
+        if let Some(emulator) = recorded_state.as_ref().and_then(|s| s.emulator) {
+            let asked = std::env::var("LANGFLOW_INFRA_AWS_EMULATOR").ok();
+            if let Some(asked) = asked.filter(|a| !a.is_empty() && *a != emulator.name()) {
+                anyhow::bail!(
+                    "a stack with the {emulator} emulator is up in {}; stop it with `cargo xtask down` before using --emulator {asked}",
+                    config.state_dir.display()
+                );
+            }
+            config.aws.emulator = emulator;
+        }
+        let recorded = recorded_state.map(|s| s.runtime);
         let mut notice = None;
         let chosen = match (recorded, requested.as_str()) {
             (Some(recorded), "auto") => recorded,
@@ -378,6 +392,7 @@ impl Stack {
         let state = Arc::new(Mutex::new(RunState {
             version: STATE_VERSION,
             runtime: self.runtime.name().into(),
+            emulator: Some(self.config.aws.emulator),
             started_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
@@ -614,7 +629,7 @@ impl Stack {
                     url: url.clone(),
                     log: spec.log.clone(),
                     probe: Probe::Http {
-                        url: format!("{url}/_ministack/health"),
+                        url: format!("{url}{}", aws::health_path(config.aws.emulator)),
                         ca_file: None,
                     },
                     tier: 0,
@@ -623,9 +638,14 @@ impl Stack {
                 },
             )?;
             step.set_message(format!("waiting for {url}"));
-            aws::wait_ready(port, AWS_READY_TIMEOUT, self.alive_fn(&process))
-                .await
-                .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
+            aws::wait_ready(
+                port,
+                config.aws.emulator,
+                AWS_READY_TIMEOUT,
+                self.alive_fn(&process),
+            )
+            .await
+            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
             aws::ensure_bucket(port, &config.aws.region, &config.aws.tenant_bucket).await?;
             Ok(("aws".to_string(), t0.elapsed().as_secs_f64()))
         }

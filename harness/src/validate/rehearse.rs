@@ -37,6 +37,11 @@ pub struct RehearsedStack {
     pub secs: f64,
     /// Resources left out because the emulator does not know their types.
     pub skipped: Vec<String>,
+    /// Resources the stack reports as created whose service the emulator does not emulate
+    /// (probed): `Id (Type): <emulator> does not emulate the <service> API`. Created only on
+    /// paper, so not rehearsed — reported, never counted as rehearsed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_emulated: Vec<String>,
 }
 
 /// The rehearsal's result.
@@ -50,6 +55,8 @@ pub struct Rehearsal {
     pub deleted: bool,
     /// How many stacks were to be deployed (the templates present, in [`ORDER`]).
     pub planned: usize,
+    /// The emulator's probed capabilities (which resource types it really creates).
+    pub emulator: crate::services::emulator_caps::Capabilities,
 }
 
 impl Rehearsal {
@@ -94,7 +101,13 @@ pub async fn run(
         .prefix("lfi-rehearse-")
         .tempdir()
         .context("cannot create a temp dir")?;
-    let stack = Stack::new(Config::isolated(&config.root, &dir.path().join("state"))?).infra_only();
+    let isolated = Config::isolated(&config.root, &dir.path().join("state"))?;
+    // LocalStack runs only in a container; ministack natively, as before.
+    let runtime = match isolated.aws.emulator {
+        crate::config::Emulator::Localstack => crate::runtime::for_run("docker", &isolated)?,
+        crate::config::Emulator::Ministack => crate::runtime::for_run("native", &isolated)?,
+    };
+    let stack = Stack::new(isolated).with_runtime(runtime).infra_only();
     let up = stack.up().await?;
     let result = async {
         let port = up
@@ -102,6 +115,11 @@ pub async fn run(
             .service("aws")
             .map(|s| s.port)
             .context("the emulator is not running")?;
+        let capabilities =
+            crate::services::emulator_caps::probe(stack.config(), port, dir.path()).await?;
+        if let Some(reason) = capabilities.skip_reason("rehearse") {
+            bail!("cannot rehearse: {reason}");
+        }
         let shared = aws::sdk_config(port, &config.aws.region).await;
         let cfn = aws_sdk_cloudformation::Client::new(&shared);
         let planned: Vec<(&str, &Template)> = ORDER
@@ -134,7 +152,8 @@ pub async fn run(
                         .collect()
                 })
                 .unwrap_or_default();
-            let rehearsed = create(&cfn, &name, template, parameters).await?;
+            let mut rehearsed = create(&cfn, &name, template, parameters).await?;
+            rehearsed.not_emulated = not_emulated(&cfn, &name, &capabilities).await;
             crate::progress::println(format!("rehearse: {name} {}", rehearsed.status));
             let failed = rehearsed.status != "CREATE_COMPLETE";
             stacks.push(rehearsed);
@@ -156,11 +175,36 @@ pub async fn run(
             stacks,
             deleted,
             planned: planned.len(),
+            emulator: capabilities,
         })
     }
     .await;
     stack.down(true)?;
     result
+}
+
+/// The resources of stack `name` whose service the emulator does not emulate (by its probed
+/// capabilities), as `Id (Type): reason`.
+async fn not_emulated(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    capabilities: &crate::services::emulator_caps::Capabilities,
+) -> Vec<String> {
+    let Ok(answer) = cfn.describe_stack_resources().stack_name(name).send().await else {
+        return Vec::new();
+    };
+    answer
+        .stack_resources()
+        .iter()
+        .filter_map(|r| {
+            let resource_type = r.resource_type()?;
+            let reason = capabilities.resource_skip_reason(resource_type)?;
+            Some(format!(
+                "{} ({resource_type}): {reason}",
+                r.logical_resource_id().unwrap_or("?")
+            ))
+        })
+        .collect()
 }
 
 /// Whether `value` mentions any of `ids` through Ref, GetAtt, DependsOn or Sub.
@@ -438,6 +482,7 @@ async fn create_once(
                     .collect(),
                 secs: started.elapsed().as_secs_f64(),
                 skipped,
+                not_emulated: Vec::new(),
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
