@@ -314,7 +314,7 @@ pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> Stri
         }
         if !s.not_emulated.is_empty() {
             detail.push_str(&format!(
-                "\n(created on paper only, not rehearsed — skipped: {})",
+                "\n(left out, not rehearsed — skipped: {})",
                 s.not_emulated.join("; ")
             ));
         }
@@ -341,7 +341,7 @@ pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> Stri
             "FAILED"
         },
         if not_emulated > 0 {
-            format!("; {not_emulated} resource(s) skipped, not rehearsed (the emulator does not emulate their service)")
+            format!("; {not_emulated} resource(s) skipped, not rehearsed (the emulator does not emulate them or what they import)")
         } else {
             String::new()
         },

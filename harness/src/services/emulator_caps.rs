@@ -45,7 +45,6 @@ pub const PREMISES: &[(&str, &[&str])] = &[
     ("credentials/irsa", &["sts-web-identity"]),
     ("credentials/irsa-wrong-sa", &["iam-trust-policies"]),
     ("credentials/irsa-wrong-namespace", &["iam-trust-policies"]),
-    ("credentials/assume-role", &["sts-web-identity"]),
     ("components/bedrock-irsa", &["bedrock-runtime"]),
     ("components/bedrock-assume-role", &["bedrock-runtime"]),
     (

@@ -37,9 +37,9 @@ pub struct RehearsedStack {
     pub secs: f64,
     /// Resources left out because the emulator does not know their types.
     pub skipped: Vec<String>,
-    /// Resources the stack reports as created whose service the emulator does not emulate
-    /// (probed): `Id (Type): <emulator> does not emulate the <service> API`. Created only on
-    /// paper, so not rehearsed — reported, never counted as rehearsed.
+    /// Resources left out because the emulator does not emulate their service (probed), or they
+    /// import an export of such a resource or refer to one: `Id (Type): <reason>`. Skipped, never
+    /// counted as rehearsed (LocalStack would "deploy" them as a fallback, on paper only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_emulated: Vec<String>,
 }
@@ -135,6 +135,10 @@ pub async fn run(
             bail!("no vpc/rds/ecr/fargate -stack.cfn.yaml templates to rehearse");
         }
         let mut stacks = Vec::new();
+        // Exports of the stacks created so far, and those left out with resources the emulator
+        // does not emulate (their importers are left out in turn).
+        let mut exports: std::collections::BTreeMap<String, String> = Default::default();
+        let mut missing_exports: BTreeSet<String> = BTreeSet::new();
         for (stack_type, template) in planned.iter().copied() {
             let name = stack_name(params, stage, stack_type)?;
             let parameters: Vec<Parameter> = params
@@ -152,9 +156,28 @@ pub async fn run(
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut rehearsed = create(&cfn, &name, template, parameters).await?;
-            rehearsed.not_emulated = not_emulated(&cfn, &name, &capabilities).await;
+            let mut body = template.body.clone();
+            let not_emulated = leave_out_not_emulated(
+                &mut body,
+                &NotEmulatedContext {
+                    template,
+                    stack_name: &name,
+                    parameters: &parameters,
+                    exports: &exports,
+                    capabilities: &capabilities,
+                },
+                &mut missing_exports,
+            );
+            let mut rehearsed = create(&cfn, &name, template, body, parameters).await?;
+            rehearsed.not_emulated = not_emulated;
             crate::progress::println(format!("rehearse: {name} {}", rehearsed.status));
+            if let Ok(listed) = cfn.list_exports().send().await {
+                for export in listed.exports() {
+                    if let (Some(n), Some(v)) = (export.name(), export.value()) {
+                        exports.insert(n.to_string(), v.to_string());
+                    }
+                }
+            }
             let failed = rehearsed.status != "CREATE_COMPLETE";
             stacks.push(rehearsed);
             if failed {
@@ -183,28 +206,114 @@ pub async fn run(
     result
 }
 
-/// The resources of stack `name` whose service the emulator does not emulate (by its probed
-/// capabilities), as `Id (Type): reason`.
-async fn not_emulated(
-    cfn: &aws_sdk_cloudformation::Client,
-    name: &str,
-    capabilities: &crate::services::emulator_caps::Capabilities,
+/// What deciding which resources of one stack the emulator does not emulate needs.
+struct NotEmulatedContext<'a> {
+    template: &'a Template,
+    stack_name: &'a str,
+    parameters: &'a [Parameter],
+    exports: &'a std::collections::BTreeMap<String, String>,
+    capabilities: &'a crate::services::emulator_caps::Capabilities,
+}
+
+/// Leaves out of `body` the resources whose service the emulator does not emulate (probed), the
+/// resources that import an export left out of an earlier stack, and everything that refers to
+/// them; adds the exports of the outputs left out to `missing_exports`. Returns each resource left
+/// out with its reason. LocalStack's CloudFormation would "deploy" such resources as a fallback
+/// (created on paper, placeholder attributes such as `unknown` flowing into other stacks): they
+/// are reported as skipped instead of counting as rehearsed.
+fn leave_out_not_emulated(
+    body: &mut serde_json::Value,
+    ctx: &NotEmulatedContext<'_>,
+    missing_exports: &mut BTreeSet<String>,
 ) -> Vec<String> {
-    let Ok(answer) = cfn.describe_stack_resources().stack_name(name).send().await else {
-        return Vec::new();
-    };
-    answer
-        .stack_resources()
+    use serde_json::Value;
+    let mut refs: std::collections::BTreeMap<String, String> = ctx
+        .template
+        .parameters()
         .iter()
-        .filter_map(|r| {
-            let resource_type = r.resource_type()?;
-            let reason = capabilities.resource_skip_reason(resource_type)?;
-            Some(format!(
-                "{} ({resource_type}): {reason}",
-                r.logical_resource_id().unwrap_or("?")
-            ))
+        .filter_map(|(k, spec)| {
+            spec.get("Default")
+                .map(|d| (k.clone(), d.as_str().map_or(d.to_string(), String::from)))
         })
-        .collect()
+        .collect();
+    for p in ctx.parameters {
+        if let (Some(k), Some(v)) = (p.parameter_key(), p.parameter_value()) {
+            refs.insert(k.to_string(), v.to_string());
+        }
+    }
+    let conditions = ctx
+        .template
+        .body
+        .get("Conditions")
+        .and_then(Value::as_object);
+    let resolve = |value: &Value| {
+        super::wiring::resolve(value, ctx.stack_name, &refs, ctx.exports, conditions)
+    };
+    fn imports_missing(
+        value: &Value,
+        resolve: &dyn Fn(&Value) -> Option<String>,
+        missing: &BTreeSet<String>,
+    ) -> Option<String> {
+        match value {
+            Value::Object(map) => map.iter().find_map(|(k, v)| {
+                if k == "Fn::ImportValue" {
+                    if let Some(name) = resolve(v).filter(|n| missing.contains(n)) {
+                        return Some(name);
+                    }
+                }
+                imports_missing(v, resolve, missing)
+            }),
+            Value::Array(items) => items
+                .iter()
+                .find_map(|v| imports_missing(v, resolve, missing)),
+            _ => None,
+        }
+    }
+    let mut reasons: std::collections::BTreeMap<String, String> = Default::default();
+    if let Some(resources) = body["Resources"].as_object() {
+        for (id, resource) in resources {
+            let resource_type = resource["Type"].as_str().unwrap_or("?");
+            if let Some(reason) = ctx.capabilities.resource_skip_reason(resource_type) {
+                reasons.insert(id.clone(), format!("{id} ({resource_type}): {reason}"));
+            } else if let Some(export) = imports_missing(resource, &resolve, missing_exports) {
+                reasons.insert(
+                    id.clone(),
+                    format!(
+                        "{id} ({resource_type}): imports {export}, whose resource {} does not emulate",
+                        ctx.capabilities.emulator
+                    ),
+                );
+            }
+        }
+    }
+    if reasons.is_empty() {
+        return Vec::new();
+    }
+    let outputs_before = body["Outputs"].as_object().cloned().unwrap_or_default();
+    let types_before: std::collections::BTreeMap<String, String> = body["Resources"]
+        .as_object()
+        .map(|r| {
+            r.iter()
+                .map(|(id, v)| (id.clone(), v["Type"].as_str().unwrap_or("?").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let removed = prune_ids(body, reasons.keys().cloned().collect());
+    for id in &removed {
+        if let Some(output) = outputs_before.get(id) {
+            if let Some(name) = output.pointer("/Export/Name").and_then(&resolve) {
+                missing_exports.insert(name);
+            }
+        } else if let Some(resource_type) = types_before.get(id) {
+            reasons.entry(id.clone()).or_insert_with(|| {
+                format!(
+                    "{id} ({resource_type}): refers to a resource {} does not emulate",
+                    ctx.capabilities.emulator
+                )
+            });
+        }
+    }
+    reasons.into_values().collect()
 }
 
 /// Whether `value` mentions any of `ids` through Ref, GetAtt, DependsOn or Sub.
@@ -235,15 +344,25 @@ fn mentions(value: &serde_json::Value, ids: &BTreeSet<String>) -> bool {
 
 /// Removes resources of `types`, then everything that refers to a removed resource.
 fn prune(body: &mut serde_json::Value, types: &[String]) -> Vec<String> {
-    let mut removed = BTreeSet::new();
+    let ids: BTreeSet<String> = body["Resources"]
+        .as_object()
+        .map(|resources| {
+            resources
+                .iter()
+                .filter(|(_, r)| types.iter().any(|t| r["Type"] == t.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    prune_ids(body, ids)
+}
+
+/// Removes the resources `ids`, then everything (resources, outputs) that refers to a removed
+/// resource; returns every id removed.
+fn prune_ids(body: &mut serde_json::Value, ids: BTreeSet<String>) -> Vec<String> {
+    let mut removed = ids;
     if let Some(resources) = body["Resources"].as_object_mut() {
-        resources.retain(|id, r| {
-            let keep = !types.iter().any(|t| r["Type"] == t.as_str());
-            if !keep {
-                removed.insert(id.clone());
-            }
-            keep
-        });
+        resources.retain(|id, _| !removed.contains(id));
     }
     loop {
         let mut more = Vec::new();
@@ -349,9 +468,9 @@ async fn create(
     cfn: &aws_sdk_cloudformation::Client,
     name: &str,
     template: &Template,
+    mut body: serde_json::Value,
     parameters: Vec<Parameter>,
 ) -> Result<RehearsedStack> {
-    let mut body = template.body.clone();
     inline_numbers(&mut body, template, &parameters);
     let mut skipped = Vec::new();
     loop {
