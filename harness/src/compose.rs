@@ -288,6 +288,16 @@ pub fn render(config: &Config) -> Result<String> {
         .container
         .as_ref()
         .context("the emulator has a container form")?;
+    // The emulator's image and health endpoint follow `[aws] emulator`; a LocalStack auth token
+    // stays a reference to the user's environment, never a value in the file.
+    let aws_image = tag(&aws_container.image)?;
+    let mut aws_env = aws_container.env.clone();
+    if config.aws.emulator == crate::config::Emulator::Localstack {
+        aws_env.insert(
+            aws::LOCALSTACK_AUTH_TOKEN.to_string(),
+            var_or(aws::LOCALSTACK_AUTH_TOKEN, ""),
+        );
+    }
 
     let database = &config.postgres.database;
     let postgres_service = map(vec![
@@ -321,8 +331,8 @@ pub fn render(config: &Config) -> Result<String> {
         ),
     ]);
     let aws_service = map(vec![
-        ("image", image("AWS_IMAGE", &tag("aws")?)),
-        ("environment", env_map(&aws_container.env)),
+        ("image", image("AWS_IMAGE", &aws_image)),
+        ("environment", env_map(&aws_env)),
         ("volumes", named_volumes(aws_container)),
         ("ports", published("AWS_PORT", aws_container.container_port)),
         ("stop_signal", s(stop_signal(emulator.stop_signal))),
@@ -332,8 +342,9 @@ pub fn render(config: &Config) -> Result<String> {
                 python_get(
                     "python3",
                     &format!(
-                        "http://127.0.0.1:{}/_ministack/health",
-                        aws_container.container_port
+                        "http://127.0.0.1:{}{}",
+                        aws_container.container_port,
+                        aws::health_path(config.aws.emulator)
                     ),
                 ),
                 "2s",
@@ -343,7 +354,7 @@ pub fn render(config: &Config) -> Result<String> {
         ),
     ]);
     let aws_init = map(vec![
-        ("image", image("AWS_IMAGE", &tag("aws")?)),
+        ("image", image("AWS_IMAGE", &aws_image)),
         ("entrypoint", list(["python3".to_string()])),
         ("command", list(["-c".to_string(), bucket_script(config)])),
         ("restart", s("no")),
@@ -410,10 +421,22 @@ pub fn render(config: &Config) -> Result<String> {
     ]);
     let mut body = String::new();
     emit(&document, 0, &mut body);
-    Ok(format!("{}{}", header(), body.trim_start()))
+    Ok(format!("{}{}", header(config), body.trim_start()))
 }
 
-fn header() -> String {
+fn header(config: &Config) -> String {
+    let (emulator, file, build) = match config.aws.emulator {
+        crate::config::Emulator::Ministack => (
+            "ministack",
+            "compose/docker-compose.yml",
+            "cargo xtask images build                      ",
+        ),
+        crate::config::Emulator::Localstack => (
+            "LocalStack",
+            "compose/docker-compose.localstack.yml",
+            "cargo xtask images build --only localstack    ",
+        ),
+    };
     let required = REQUIRED_VARIABLES.join(", ");
     let ports = PORT_VARIABLES
         .iter()
@@ -422,14 +445,14 @@ fn header() -> String {
         .join(", ");
     format!(
         "# Rendered by `cargo xtask compose render` from the harness's service definitions: do not edit by hand.\n\
-         # The local stack without the harness: Postgres, the AWS emulator (ministack; a one-shot job creates the tenant\n\
+         # The local stack without the harness: Postgres, the AWS emulator ({emulator}; a one-shot job creates the tenant\n\
          # bucket) and the reference multi-tenant Langflow image, every port on 127.0.0.1 only.\n\
          #\n\
-         #   cargo xtask images build                       # the images (nothing is pulled)\n\
+         #   {build} # the images (nothing is pulled)\n\
          #   export {required}   # or put them in compose/.env\n\
-         #   docker-compose -f compose/docker-compose.yml up -d\n\
-         #   docker-compose -f compose/docker-compose.yml exec langflow python /app/tenantmgr.py schema-add --prefix acme\n\
-         #   docker-compose -f compose/docker-compose.yml exec langflow python /app/tenantmgr.py user-add --schema <schema id> --username admin@acme.com\n\
+         #   docker-compose -f {file} up -d\n\
+         #   docker-compose -f {file} exec langflow python /app/tenantmgr.py schema-add --prefix acme\n\
+         #   docker-compose -f {file} exec langflow python /app/tenantmgr.py user-add --schema <schema id> --username admin@acme.com\n\
          #   open http://127.0.0.1:7860/tenant/acme/\n\
          #\n\
          # Required: {required} (the seed: at least 32 characters; keep it: every tenant's keys and database\n\
@@ -441,6 +464,18 @@ fn header() -> String {
 /// Where the compose file of the repository at `root` lives.
 pub fn compose_path(root: &Path) -> PathBuf {
     root.join(COMPOSE_FILE)
+}
+
+/// The compose file for `config`'s emulator: `compose/docker-compose.yml` (ministack) or
+/// `compose/docker-compose.localstack.yml`.
+pub fn compose_path_for(config: &Config) -> PathBuf {
+    match config.aws.emulator {
+        crate::config::Emulator::Ministack => compose_path(&config.root),
+        crate::config::Emulator::Localstack => config
+            .root
+            .join("compose")
+            .join("docker-compose.localstack.yml"),
+    }
 }
 
 /// What `render_to` did.
@@ -483,15 +518,51 @@ mod tests {
     }
 
     #[test]
-    fn committed_compose_file_equals_the_render() {
-        let config = repo_config();
-        let committed = std::fs::read_to_string(compose_path(&config.root))
-            .expect("compose/docker-compose.yml is committed");
-        let rendered = render(&config).unwrap();
-        assert!(
-            committed == rendered,
-            "compose/docker-compose.yml is stale: run `cargo xtask compose render` and commit it"
+    fn committed_compose_files_equal_the_render() {
+        for emulator in [
+            crate::config::Emulator::Ministack,
+            crate::config::Emulator::Localstack,
+        ] {
+            let mut config = repo_config();
+            config.aws.emulator = emulator;
+            let path = compose_path_for(&config);
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|_| panic!("{} is committed", path.display()));
+            let rendered = render(&config).unwrap();
+            assert!(
+                committed == rendered,
+                "{} is stale: run `cargo xtask --emulator {emulator} compose render` and commit it",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_localstack_render_runs_localstack_and_never_holds_its_token() {
+        let mut config = repo_config();
+        config.aws.emulator = crate::config::Emulator::Localstack;
+        // A token in the environment of the one who renders must not end up in the file.
+        std::env::set_var(
+            aws::LOCALSTACK_AUTH_TOKEN,
+            "ls-secret-token-from-the-environment",
         );
+        let text = render(&config).unwrap();
+        std::env::remove_var(aws::LOCALSTACK_AUTH_TOKEN);
+        assert!(!text.contains("ls-secret-token-from-the-environment"));
+        let doc: serde_json::Value = serde_norway::from_str(&text).expect("valid YAML");
+        let aws_service = &doc["services"][AWS];
+        assert_eq!(
+            aws_service["image"],
+            "${AWS_IMAGE:-langflow-infra/localstack:4.14.0}"
+        );
+        assert_eq!(
+            aws_service["environment"]["LOCALSTACK_AUTH_TOKEN"],
+            "${LOCALSTACK_AUTH_TOKEN:-}"
+        );
+        assert!(aws_service["healthcheck"]["test"]
+            .to_string()
+            .contains("/_localstack/health"));
+        assert_eq!(doc["services"][AWS_INIT]["image"], aws_service["image"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum ComposeCommand {
 pub fn run(config: &Config, command: ComposeCommand) -> Result<ExitCode> {
     match command {
         ComposeCommand::Render { check, json } => {
-            let path = compose::compose_path(&config.root);
+            let path = compose::compose_path_for(config);
             if check {
                 let rendered = compose::render(config)?;
                 let current = std::fs::read_to_string(&path).unwrap_or_default();
