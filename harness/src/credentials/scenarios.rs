@@ -505,6 +505,15 @@ async fn run_probe(
         .await
         .context("credential probe timed out after 60 s")?
         .context("cannot run the credential probe")?;
+    last_json_line(&output, &format!("the {sdk} probe"))
+}
+
+/// The last line of `output`'s stdout that is a JSON object, parsed: how the harness's Python
+/// helpers report. Fails naming `what`, its exit status and stderr when there is none.
+pub fn last_json_line<T: serde::de::DeserializeOwned>(
+    output: &std::process::Output,
+    what: &str,
+) -> Result<T> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
@@ -512,12 +521,12 @@ async fn run_probe(
         .find(|l| l.starts_with('{'))
         .with_context(|| {
             format!(
-                "the {sdk} probe printed no result (exit {}): {}",
+                "{what} printed no result (exit {}): {}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr).trim()
             )
         })?;
-    serde_json::from_str(line).with_context(|| format!("the {sdk} probe printed {line:?}"))
+    serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}"))
 }
 
 /// The Python probe's source (written next to each scenario's files).

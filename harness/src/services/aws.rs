@@ -128,9 +128,21 @@ pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
 /// `awsdata` volume (kept across `down`, removed by `down --volumes`).
 fn ministack_container_spec(config: &Config, port: u16) -> ProcessSpec {
     let env = emulator_env(config, "0.0.0.0", CONTAINER_PORT, "/data/s3");
+    emulator_container(config, port, "aws", env, "/data")
+}
+
+/// The emulator service `aws` as a container of `image` (a service image name), published on
+/// `port` of 127.0.0.1, the run's `awsdata` volume at `data_dir`.
+fn emulator_container(
+    config: &Config,
+    port: u16,
+    image: &str,
+    env: BTreeMap<String, String>,
+    data_dir: &str,
+) -> ProcessSpec {
     ProcessSpec {
         name: "aws".into(),
-        program: "ministack".into(),
+        program: image.into(),
         args: Vec::new(),
         env: BTreeMap::new(),
         cwd: config.state_dir.clone(),
@@ -139,12 +151,12 @@ fn ministack_container_spec(config: &Config, port: u16) -> ProcessSpec {
         stop_signal: StopSignal::Term,
         port,
         container: Some(ContainerSpec {
-            image: "aws".into(),
+            image: image.into(),
             command: Vec::new(),
             env,
             container_port: CONTAINER_PORT,
             binds: Vec::new(),
-            volumes: vec![("awsdata".into(), "/data".into())],
+            volumes: vec![("awsdata".into(), data_dir.into())],
             user: None,
         }),
         fork_server: None,
@@ -180,27 +192,7 @@ fn localstack_container_spec(config: &Config, port: u16) -> ProcessSpec {
     {
         env.insert(LOCALSTACK_AUTH_TOKEN.to_string(), token);
     }
-    ProcessSpec {
-        name: "aws".into(),
-        program: "localstack".into(),
-        args: Vec::new(),
-        env: BTreeMap::new(),
-        cwd: config.state_dir.clone(),
-        log: config.log_dir().join("aws.log"),
-        run_as: None,
-        stop_signal: StopSignal::Term,
-        port,
-        container: Some(ContainerSpec {
-            image: "localstack".into(),
-            command: Vec::new(),
-            env,
-            container_port: CONTAINER_PORT,
-            binds: Vec::new(),
-            volumes: vec![("awsdata".into(), "/var/lib/localstack".into())],
-            user: None,
-        }),
-        fork_server: None,
-    }
+    emulator_container(config, port, "localstack", env, "/var/lib/localstack")
 }
 
 /// Path of the emulator's health endpoint.

@@ -152,24 +152,12 @@ pub async fn probe(config: &Config, port: u16, scratch: &Path) -> Result<Capabil
         .context("the emulator capability probe timed out after 180 s")?
         .context("cannot run the emulator capability probe")?;
     let _ = std::fs::remove_file(&script);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .with_context(|| {
-            format!(
-                "the emulator capability probe printed no result (exit {}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )
-        })?;
     #[derive(Deserialize)]
     struct Probed {
         capabilities: Vec<Capability>,
     }
-    let probed: Probed = serde_json::from_str(line)
-        .with_context(|| format!("the capability probe's output is not JSON: {line}"))?;
+    let probed: Probed =
+        crate::credentials::scenarios::last_json_line(&output, "the emulator capability probe")?;
     Ok(Capabilities {
         emulator: config.aws.emulator,
         capabilities: probed.capabilities,
