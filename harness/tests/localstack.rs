@@ -182,6 +182,11 @@ async fn localstack_natively_is_refused_with_the_fix_and_nothing_is_left() {
         .with_gateway_command(gateway());
     let error = format!("{:#}", stack.up().await.unwrap_err());
     assert!(error.contains("--runtime docker"), "{error}");
-    assert!(stack.files().read_state().unwrap().is_none());
+    // Refused before anything was made: not even the state directory.
+    assert!(
+        !stack.config().state_dir.exists(),
+        "{} was created",
+        stack.config().state_dir.display()
+    );
     assert!(stack.status().await.unwrap().is_none());
 }

@@ -45,11 +45,7 @@ pub async fn server_spec(
     if placement.containers {
         return Ok(container_spec(config, port));
     }
-    if config.aws.emulator == Emulator::Localstack {
-        bail!(
-            "aws.emulator = \"localstack\" runs in a container only: add --runtime docker (or use --emulator ministack natively)"
-        );
-    }
+    check_runtime(config, placement.containers)?;
     let venv = venv(config)?;
     {
         let (venv, python) = (venv.clone(), config.tools.python.clone());
@@ -59,6 +55,17 @@ pub async fn server_spec(
     std::fs::create_dir_all(&spec.cwd)?;
     crate::state::create_private_dir(&data_dir(config))?;
     Ok(spec)
+}
+
+/// Fails (one line, with the fix) when the configured emulator cannot run where the services of
+/// the run go: LocalStack runs in a container only. `up` checks this before it starts anything.
+pub fn check_runtime(config: &Config, containers: bool) -> Result<()> {
+    if config.aws.emulator == Emulator::Localstack && !containers {
+        bail!(
+            "aws.emulator = \"localstack\" runs in a container only: add --runtime docker (or use --emulator ministack natively)"
+        );
+    }
+    Ok(())
 }
 
 /// The emulator's settings, on the host or in a container: listen address and port, region and

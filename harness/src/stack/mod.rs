@@ -337,6 +337,8 @@ impl Stack {
     /// tenant bucket. Idempotent; Ctrl-C or any failure tears down what was started.
     pub async fn up(&self) -> Result<UpReport> {
         let started = Instant::now();
+        // Nothing is made (not even the state dir) for an emulator this runtime cannot run.
+        aws::check_runtime(&self.config, self.runtime.name() != "native")?;
         let _lock = self.files.lock()?;
         let mut cleaned_stale = Vec::new();
         if let Some(previous) = self.files.read_state()? {
