@@ -60,7 +60,10 @@ pub fn status_table(status: &StackStatus) -> String {
         row.push(Cell::new(service.detail.as_deref().unwrap_or("")));
         table.add_row(row);
     }
-    format!("runtime: {}\n{table}", status.runtime)
+    format!(
+        "runtime: {}, emulator: {}\n{table}",
+        status.runtime, status.emulator
+    )
 }
 
 /// `text` cut to `max` characters, with `…` when cut.

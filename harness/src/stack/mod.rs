@@ -90,6 +90,8 @@ pub struct StackStatus {
     pub state_dir: PathBuf,
     /// Runtime the services run in (`native`, `docker`).
     pub runtime: String,
+    /// The AWS emulator of the run.
+    pub emulator: crate::config::Emulator,
     /// Services in start order.
     pub services: Vec<ServiceStatus>,
 }
@@ -724,6 +726,7 @@ impl Stack {
         StackStatus {
             state_dir: self.config.state_dir.clone(),
             runtime: state.runtime.clone(),
+            emulator: state.emulator.unwrap_or_default(),
             services: futures::future::join_all(checks).await,
         }
     }
