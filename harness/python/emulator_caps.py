@@ -2,7 +2,10 @@
 checks rely on and watching what comes back (nothing here is looked up by emulator name).
 
 Usage: emulator_caps.py ENDPOINT REGION ACCOUNT_ID   (the emulator's root keys in AWS_ACCESS_KEY_ID/SECRET)
-Prints {"capabilities": [{"id", "kind", "what", "supported", "evidence"}]}; everything it creates is removed.
+Prints {"capabilities": [{"id", "kind", "what", "supported", "undecided", "evidence"}]}; everything it creates is
+removed. A capability is "not supported" only on a clear answer (the emulator says the API is not emulated, or a call
+that must be refused succeeds); anything else (timeouts, connection errors, a wrong result) is "undecided", which the
+harness treats as a failed probe, never as a reason to skip a check.
 """
 
 import base64
@@ -17,8 +20,10 @@ import botocore.exceptions
 
 ENDPOINT, REGION, ACCOUNT = sys.argv[1], sys.argv[2], sys.argv[3]
 SUFFIX = secrets.token_hex(4)
-# One attempt per call: an emulator that does not implement a service must not be retried for a minute.
-CONFIG = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
+# One attempt per call, short timeouts, and a deadline for the whole probe well inside the harness's 180 s limit, so
+# the cleanup below always runs.
+CONFIG = botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=3, read_timeout=10)
+DEADLINE = time.time() + 120
 # What LocalStack answers for a service outside its edition, and botocore/emulator variants of "not implemented".
 NOT_EMULATED = ("not included in your current license plan", "not yet been emulated", "NotImplemented",
                 "not implemented", "Unknown service", "UnknownOperation", "InvalidAction")
@@ -41,40 +46,61 @@ def short(error):
     return " ".join(f"{code_of(error)}: {error}".split())[:240]
 
 
-def record(cap_id, kind, what, supported, evidence):
-    results.append({"id": cap_id, "kind": kind, "what": what, "supported": bool(supported), "evidence": evidence})
+def record(cap_id, kind, what, supported, evidence, undecided=False):
+    results.append({"id": cap_id, "kind": kind, "what": what, "supported": bool(supported) and not undecided,
+                    "undecided": undecided, "evidence": evidence})
+
+
+def not_emulated(error):
+    """The emulator answered that it does not emulate this API (LocalStack: outside its edition)."""
+    text = short(error).lower()
+    return isinstance(error, botocore.exceptions.ClientError) and any(n.lower() in text for n in NOT_EMULATED)
+
+
+def in_time(cap_id, kind, what):
+    if time.time() > DEADLINE:
+        record(cap_id, kind, what, False, "not probed: the probe ran out of time", undecided=True)
+        return False
+    return True
 
 
 def emulates(cap_id, what, call):
-    """Supported when `call` returns (its value is the evidence); not when it raises."""
+    """Supported when `call` returns (its value is the evidence); not supported when the emulator says it does not
+    emulate the API; undecided on any other failure."""
+    if not in_time(cap_id, "emulates", what):
+        return
     try:
         record(cap_id, "emulates", what, True, str(call())[:240])
     except Exception as error:  # noqa: BLE001 - every failure is a finding
-        record(cap_id, "emulates", what, False, short(error))
+        record(cap_id, "emulates", what, False, short(error), undecided=not not_emulated(error))
 
 
 def api_available(service, call):
     """A service's API answers (an error about the request itself still counts as emulated)."""
     what = f"the {service} API"
+    if not in_time(f"api:{service}", "emulates", what):
+        return
     try:
         call()
         record(f"api:{service}", "emulates", what, True, "answered")
     except botocore.exceptions.ClientError as error:
-        text = short(error)
-        record(f"api:{service}", "emulates", what, not any(n.lower() in text.lower() for n in NOT_EMULATED), text)
+        record(f"api:{service}", "emulates", what, not not_emulated(error), short(error))
     except Exception as error:  # noqa: BLE001
-        record(f"api:{service}", "emulates", what, False, short(error))
+        record(f"api:{service}", "emulates", what, False, short(error), undecided=True)
 
 
 def refuses(cap_id, what, call, codes):
-    """Enforced when `call` is refused with one of `codes`; not enforced when it succeeds."""
+    """Enforced when `call` is refused with one of `codes`; not enforced when it succeeds; undecided otherwise."""
+    if not in_time(cap_id, "enforces", what):
+        return
     try:
         call()
         record(cap_id, "enforces", what, False, "the call that must be refused succeeded")
     except botocore.exceptions.ClientError as error:
-        record(cap_id, "enforces", what, code_of(error) in codes, short(error))
+        record(cap_id, "enforces", what, code_of(error) in codes, short(error),
+               undecided=code_of(error) not in codes)
     except Exception as error:  # noqa: BLE001
-        record(cap_id, "enforces", what, False, short(error))
+        record(cap_id, "enforces", what, False, short(error), undecided=True)
 
 
 def b64(data):
@@ -197,7 +223,7 @@ if __name__ == "__main__":
         main()
     except Exception as error:  # noqa: BLE001 - the setup itself failed: reported, not raised
         record("probe", "emulates", "the capability probe's setup (IAM role, OIDC provider, user)", False,
-               short(error))
+               short(error), undecided=True)
     finally:
         for undo in reversed(cleanup):
             try:

@@ -22,8 +22,9 @@ pub struct CredsReport {
     pub failed: usize,
     /// Number not run because the emulator lacks their premise.
     pub skipped: usize,
-    /// What the emulator emulates and enforces (probed), which decided the skips.
-    pub capabilities: Capabilities,
+    /// What the emulator emulates and enforces (probed), which decided the skips; `None` without
+    /// Python (`--no-python`: the probe is a boto3 script), when every scenario is judged.
+    pub capabilities: Option<Capabilities>,
     /// Wall time in seconds.
     pub elapsed_secs: f64,
 }
@@ -51,8 +52,9 @@ pub async fn run(
     let started = Instant::now();
     let dir = super::identity_dir(config);
     let capabilities = match capabilities {
-        Some(caps) => caps,
-        None => emulator_caps::probe(config, aws_port, &dir).await?,
+        Some(caps) => Some(caps),
+        None if with_python => Some(emulator_caps::probe(config, aws_port, &dir).await?),
+        None => None,
     };
     let identities = super::read_identities(config)?;
     let identities_for_skip = identities.clone();
@@ -86,6 +88,7 @@ pub async fn run(
             .iter()
             .filter_map(|s| {
                 capabilities
+                    .as_ref()?
                     .skip_reason(&format!("credentials/{}", s.name))
                     .map(|reason| (s.name.to_string(), reason))
             })
@@ -173,19 +176,23 @@ pub fn render_table(report: &CredsReport) -> String {
         out.push_str(&details.join("\n"));
     }
     out.push_str(&format!(
-        "\n{} of {} passed, {} skipped, {} failed in {:.1} s on {} (rust = aws-config default chain, python = boto3)",
+        "\n{} of {} passed, {} skipped, {} failed in {:.1} s (rust = aws-config default chain, python = boto3)",
         report.results.len() - report.failed - report.skipped,
         report.results.len(),
         report.skipped,
         report.failed,
         report.elapsed_secs,
-        report.capabilities.emulator
     ));
-    if report.skipped > 0 {
-        out.push_str(&format!(
-            "\nskipped, never passed: the emulator lacks their premise (probed):\n{}",
-            crate::services::emulator_caps::render_table(&report.capabilities)
-        ));
+    match &report.capabilities {
+        Some(caps) if report.skipped > 0 => out.push_str(&format!(
+            "\nskipped, never passed: {} lacks their premise (probed):\n{}",
+            caps.emulator,
+            crate::services::emulator_caps::render_table(caps)
+        )),
+        Some(_) => {}
+        None => out.push_str(
+            "\nthe emulator's capabilities were not probed (no Python): every scenario was judged",
+        ),
     }
     out
 }

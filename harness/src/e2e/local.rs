@@ -267,24 +267,27 @@ pub async fn run(
             .map(|s| s.port)
             .context("the AWS emulator is not running")?;
         let image_mode = !task_urls.is_empty();
-        // What this emulator emulates and enforces decides which checks it can judge.
-        let capabilities = match crate::services::emulator_caps::probe(
-            stack.config(),
-            aws_port,
-            dir.path(),
-        )
-        .await
-        {
-            Ok(caps) => {
-                crate::progress::println(format!(
-                    "emulator {}: {} of {} capabilities (checks that need a missing one are skipped)",
-                    caps.emulator,
-                    caps.capabilities.iter().filter(|c| c.supported).count(),
-                    caps.capabilities.len()
-                ));
-                Some(caps)
-            }
-            Err(e) => return Err(e.context("cannot probe the emulator's capabilities")),
+        // What this emulator emulates and enforces decides which credential checks it can judge
+        // (probed only when they run: not in image mode, not for the browser suite alone).
+        let credentials_run = !image_mode
+            && options.suite != super::Suite::Browser
+            && up
+                .status
+                .service(crate::credentials::IDENTITY_SERVICE)
+                .is_some();
+        let capabilities = if credentials_run {
+            let caps = crate::services::emulator_caps::probe(stack.config(), aws_port, dir.path())
+                .await
+                .context("cannot probe the emulator's capabilities")?;
+            crate::progress::println(format!(
+                "emulator {}: {} of {} capabilities (checks that need a missing one are skipped)",
+                caps.emulator,
+                caps.capabilities.iter().filter(|c| c.supported).count(),
+                caps.capabilities.len()
+            ));
+            Some(caps)
+        } else {
+            None
         };
         let local = LocalAccess {
             tenancy: Tenancy::for_running_stack(stack.config(), stack.files())?,

@@ -65,8 +65,18 @@ pub fn check_runtime(config: &Config, containers: bool) -> Result<()> {
             "aws.emulator = \"localstack\" runs in a container only: add --runtime docker (or use --emulator ministack natively)"
         );
     }
+    // LocalStack takes the account from the access key (`test` → 000000000000), not from a setting.
+    if config.aws.emulator == Emulator::Localstack && config.aws.account_id != LOCALSTACK_ACCOUNT {
+        bail!(
+            "aws.account_id = {:?} cannot be used with LocalStack, whose account is {LOCALSTACK_ACCOUNT} for the harness's keys: set [aws] account_id = \"{LOCALSTACK_ACCOUNT}\" or use --emulator ministack",
+            config.aws.account_id
+        );
+    }
     Ok(())
 }
+
+/// The account LocalStack serves for the harness's root key `test`.
+const LOCALSTACK_ACCOUNT: &str = "000000000000";
 
 /// The emulator's settings, on the host or in a container: listen address and port, region and
 /// account, S3 objects written through to `s3_dir`, IAM enforcement as configured.
@@ -125,9 +135,18 @@ pub fn process_spec(config: &Config, venv: &Venv, port: u16) -> ProcessSpec {
 
 /// The configured emulator in a container, published on `port` (0 = any) of 127.0.0.1.
 pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
+    let token = std::env::var(LOCALSTACK_AUTH_TOKEN)
+        .ok()
+        .filter(|t| !t.is_empty());
+    container_spec_with_token(config, port, token)
+}
+
+/// [`container_spec`] with the LocalStack auth token given (`None`: none passed) instead of read
+/// from the environment: what a rendered file uses, so no token value can end up in it.
+pub fn container_spec_with_token(config: &Config, port: u16, token: Option<String>) -> ProcessSpec {
     match config.aws.emulator {
         Emulator::Ministack => ministack_container_spec(config, port),
-        Emulator::Localstack => localstack_container_spec(config, port),
+        Emulator::Localstack => localstack_container_spec(config, port, token),
     }
 }
 
@@ -135,16 +154,17 @@ pub fn container_spec(config: &Config, port: u16) -> ProcessSpec {
 /// `awsdata` volume (kept across `down`, removed by `down --volumes`).
 fn ministack_container_spec(config: &Config, port: u16) -> ProcessSpec {
     let env = emulator_env(config, "0.0.0.0", CONTAINER_PORT, "/data/s3");
-    emulator_container(config, port, "aws", env, "/data")
+    emulator_container(config, port, "aws", env, "awsdata", "/data")
 }
 
 /// The emulator service `aws` as a container of `image` (a service image name), published on
-/// `port` of 127.0.0.1, the run's `awsdata` volume at `data_dir`.
+/// `port` of 127.0.0.1, the run's volume `volume` at `data_dir`.
 fn emulator_container(
     config: &Config,
     port: u16,
     image: &str,
     env: BTreeMap<String, String>,
+    volume: &str,
     data_dir: &str,
 ) -> ProcessSpec {
     ProcessSpec {
@@ -163,7 +183,7 @@ fn emulator_container(
             env,
             container_port: CONTAINER_PORT,
             binds: Vec::new(),
-            volumes: vec![("awsdata".into(), data_dir.into())],
+            volumes: vec![(volume.into(), data_dir.into())],
             user: None,
         }),
         fork_server: None,
@@ -180,7 +200,7 @@ pub const LOCALSTACK_AUTH_TOKEN: &str = "LOCALSTACK_AUTH_TOKEN";
 /// community edition keeps no state across a restart (`PERSISTENCE` is a Pro feature): tenant
 /// files do not survive `down`/`up` or an emulator restart; the harness re-provisions the bucket,
 /// IAM and secrets at every start.
-fn localstack_container_spec(config: &Config, port: u16) -> ProcessSpec {
+fn localstack_container_spec(config: &Config, port: u16, token: Option<String>) -> ProcessSpec {
     let mut env: BTreeMap<String, String> = [
         ("GATEWAY_LISTEN", format!("0.0.0.0:{CONTAINER_PORT}")),
         ("DNS_ADDRESS", "0".to_string()),
@@ -193,13 +213,18 @@ fn localstack_container_spec(config: &Config, port: u16) -> ProcessSpec {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    if let Some(token) = std::env::var(LOCALSTACK_AUTH_TOKEN)
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(token) = token {
         env.insert(LOCALSTACK_AUTH_TOKEN.to_string(), token);
     }
-    emulator_container(config, port, "localstack", env, "/var/lib/localstack")
+    // Its own volume: a run switched between emulators never mounts one's data in the other.
+    emulator_container(
+        config,
+        port,
+        "localstack",
+        env,
+        "localstackdata",
+        "/var/lib/localstack",
+    )
 }
 
 /// Path of the emulator's health endpoint.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Emulator};
@@ -26,6 +26,10 @@ pub struct Capability {
     pub what: String,
     /// Whether the emulator has it.
     pub supported: bool,
+    /// The probe got no clear answer (a timeout, a connection error, a wrong result): the probe
+    /// failed; such a capability never makes a check skip.
+    #[serde(default)]
+    pub undecided: bool,
     /// What the probe saw.
     pub evidence: String,
 }
@@ -147,17 +151,38 @@ pub async fn probe(config: &Config, port: u16, scratch: &Path) -> Result<Capabil
         .env("AWS_ACCESS_KEY_ID", super::aws::EMULATOR_ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", super::aws::EMULATOR_SECRET_KEY)
         .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
-        .await
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output()).await;
+    let _ = std::fs::remove_file(&script);
+    let output = output
         .context("the emulator capability probe timed out after 180 s")?
         .context("cannot run the emulator capability probe")?;
-    let _ = std::fs::remove_file(&script);
     #[derive(Deserialize)]
     struct Probed {
         capabilities: Vec<Capability>,
     }
     let probed: Probed =
         crate::credentials::scenarios::last_json_line(&output, "the emulator capability probe")?;
+    // A check is skipped only on a clear answer: anything the probe could not decide, or did not
+    // probe, fails the probe (and with it the run) instead.
+    let undecided: Vec<String> = probed
+        .capabilities
+        .iter()
+        .filter(|c| c.undecided)
+        .map(|c| format!("{}: {}", c.id, c.evidence))
+        .chain(
+            PREMISES
+                .iter()
+                .flat_map(|(_, needs)| needs.iter())
+                .filter(|id| !probed.capabilities.iter().any(|c| c.id == **id))
+                .map(|id| format!("{id}: not reported")),
+        )
+        .collect();
+    if !undecided.is_empty() {
+        bail!(
+            "the emulator capability probe could not decide {}",
+            undecided.join("; ")
+        );
+    }
     Ok(Capabilities {
         emulator: config.aws.emulator,
         capabilities: probed.capabilities,
@@ -212,6 +237,7 @@ mod tests {
                         other => other.to_string(),
                     },
                     supported: *supported,
+                    undecided: false,
                     evidence: String::new(),
                 })
                 .collect(),
@@ -241,6 +267,49 @@ mod tests {
             .contains("was not probed for bedrock-runtime"));
         // A check with no premise is never skipped.
         assert_eq!(caps.skip_reason("login"), None);
+    }
+
+    /// Every service of a resource type in `aws/` is either probed for the rehearsal or one the
+    /// whole harness needs anyway (IAM, S3, Secrets Manager, CloudFormation itself): a new service
+    /// in the templates cannot be counted as rehearsed on an emulator that only fakes it.
+    #[test]
+    fn every_service_in_the_templates_has_a_rehearsal_premise() {
+        let always = ["IAM", "S3", "SecretsManager", "CloudFormation"];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("aws");
+        let mut services = std::collections::BTreeSet::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.to_string_lossy().ends_with(".cfn.yaml") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (i, _) in text.match_indices("AWS::") {
+                        let rest = &text[i + 5..];
+                        if let Some(end) = rest.find("::") {
+                            let service = &rest[..end];
+                            if !service.is_empty()
+                                && service.chars().all(|c| c.is_ascii_alphanumeric())
+                            {
+                                services.insert(service.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(services.contains("RDS"), "{services:?}");
+        for service in services {
+            let premise = format!("rehearse/AWS::{service}::*");
+            assert!(
+                always.contains(&service.as_str()) || !premises_of(&premise).is_empty(),
+                "{premise} has no premise in PREMISES (and no probe in emulator_caps.py)"
+            );
+        }
     }
 
     #[test]

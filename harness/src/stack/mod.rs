@@ -221,9 +221,15 @@ impl Stack {
         let recorded_state = files.read_state().ok().flatten();
         // A running stack keeps the emulator it was started with (repairs, the supervisor,
         // `status` and tenant commands must talk to that one).
-        if let Some(emulator) = recorded_state.as_ref().and_then(|s| s.emulator) {
+        // (A state file from before emulators were recorded is a ministack run.)
+        if let Some(emulator) = recorded_state
+            .as_ref()
+            .map(|s| s.emulator.unwrap_or_default())
+        {
             let asked = std::env::var("LANGFLOW_INFRA_AWS_EMULATOR").ok();
-            if let Some(asked) = asked.filter(|a| !a.is_empty() && *a != emulator.name()) {
+            if let Some(asked) =
+                asked.filter(|a| starting && !a.is_empty() && *a != emulator.name())
+            {
                 anyhow::bail!(
                     "a stack with the {emulator} emulator is up in {}; stop it with `cargo xtask down` before using --emulator {asked}",
                     config.state_dir.display()

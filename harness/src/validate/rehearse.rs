@@ -170,6 +170,9 @@ pub async fn run(
             );
             let mut rehearsed = create(&cfn, &name, template, body, parameters).await?;
             rehearsed.not_emulated = not_emulated;
+            rehearsed
+                .not_emulated
+                .extend(deployed_on_paper(&cfn, &name, capabilities.emulator).await);
             crate::progress::println(format!("rehearse: {name} {}", rehearsed.status));
             if let Ok(listed) = cfn.list_exports().send().await {
                 for export in listed.exports() {
@@ -204,6 +207,41 @@ pub async fn run(
     .await;
     stack.down(true)?;
     result
+}
+
+/// Resources of stack `name` that the emulator itself reports as not really created: LocalStack's
+/// CloudFormation "deploys" a resource type it does not implement "as a fallback" (on paper, with
+/// placeholder attributes) and says so in the resource's status reason. (Making it refuse them
+/// instead, `CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0`, makes 4.14's community edition refuse every
+/// type, S3 buckets included.)
+async fn deployed_on_paper(
+    cfn: &aws_sdk_cloudformation::Client,
+    name: &str,
+    emulator: crate::config::Emulator,
+) -> Vec<String> {
+    let Ok(answer) = cfn.describe_stack_events().stack_name(name).send().await else {
+        return Vec::new();
+    };
+    let mut seen = BTreeSet::new();
+    answer
+        .stack_events()
+        .iter()
+        .filter_map(|event| {
+            let reason = event.resource_status_reason()?;
+            let lower = reason.to_lowercase();
+            if !(lower.contains("deployed as a fallback") || lower.contains("is not supported")) {
+                return None;
+            }
+            let id = event.logical_resource_id()?.to_string();
+            if id == name || !seen.insert(id.clone()) {
+                return None;
+            }
+            Some(format!(
+                "{id} ({}): {emulator} did not create it ({reason})",
+                event.resource_type().unwrap_or("?")
+            ))
+        })
+        .collect()
 }
 
 /// What deciding which resources of one stack the emulator does not emulate needs.
