@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::runtime::MemoryUsage;
 use crate::stack::{GatewayCommand, Stack};
 
 /// Target for warm-up(2 tenants) / warm-up(1 tenant).
@@ -240,10 +241,10 @@ pub struct StartFigures {
     pub tenants: usize,
     /// Fastest warm `up`, seconds.
     pub warm_up_secs: f64,
-    /// Per tenant instance after the workload: (name, RSS, PSS, USS) in bytes.
-    pub instances: Vec<(String, u64, u64, u64)>,
-    /// The fork server's (RSS, PSS, USS), when tenants were forked.
-    pub fork_server: Option<(u64, u64, u64)>,
+    /// Per tenant instance after the workload: its service name and memory.
+    pub instances: Vec<(String, MemoryUsage)>,
+    /// The fork server's memory, when tenants were forked.
+    pub fork_server: Option<MemoryUsage>,
     /// Seconds from SIGKILL of the first tenant's instance to its `/health_check` answering ok
     /// again (the supervisor restarts it: re-forked, or spawned).
     pub recovery_secs: f64,
@@ -333,18 +334,13 @@ async fn measure_starts(
                 }))
                 .await?;
                 let status = stack.status().await?.context("stack vanished")?;
-                let usage = |name: &str| {
-                    status
-                        .service(name)
-                        .and_then(|s| s.memory)
-                        .map(|m| (m.rss, m.pss, m.uss))
-                };
+                let usage = |name: &str| status.service(name).and_then(|s| s.memory);
                 let instances = prefixes
                     .iter()
                     .map(|p| {
                         let service = crate::services::langflow::service_name(p);
-                        let (rss, pss, uss) = usage(&service).unwrap_or_default();
-                        (service, rss, pss, uss)
+                        let memory = usage(&service).unwrap_or_default();
+                        (service, memory)
                     })
                     .collect();
                 let fork_server = usage(crate::services::forkserver::SERVICE);
@@ -439,9 +435,14 @@ pub async fn starts(
             "s",
             None,
         ));
-        let uss_max = figures.instances.iter().map(|i| i.3).max().unwrap_or(0);
-        let pss_sum: u64 = figures.instances.iter().map(|i| i.2).sum::<u64>()
-            + figures.fork_server.map_or(0, |f| f.1);
+        let uss_max = figures
+            .instances
+            .iter()
+            .map(|(_, m)| m.uss)
+            .max()
+            .unwrap_or(0);
+        let pss_sum: u64 = figures.instances.iter().map(|(_, m)| m.pss).sum::<u64>()
+            + figures.fork_server.map_or(0, |f| f.pss);
         measurements.push(Measurement::new(
             format!("largest tenant USS after workload, {label}"),
             mb(uss_max),

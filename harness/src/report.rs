@@ -411,17 +411,22 @@ pub fn start_figures_table(figures: &[crate::bench::StartFigures]) -> String {
     let mb = |b: u64| format!("{:.0} MB", b as f64 / 1_048_576.0);
     for f in figures {
         let n = f.instances.len().max(1) as u64;
-        let avg = |pick: fn(&(String, u64, u64, u64)) -> u64| {
-            mb(f.instances.iter().map(pick).sum::<u64>() / n)
+        let avg = |pick: fn(&crate::runtime::MemoryUsage) -> u64| {
+            mb(f.instances.iter().map(|(_, m)| pick(m)).sum::<u64>() / n)
         };
         table.add_row(vec![
             Cell::new(&f.start),
             Cell::new(f.tenants),
             Cell::new(format!("{:.1} s", f.warm_up_secs)),
-            Cell::new(avg(|i| i.1)),
-            Cell::new(avg(|i| i.2)),
-            Cell::new(mb(f.instances.iter().map(|i| i.3).max().unwrap_or(0))),
-            Cell::new(f.fork_server.map_or("-".into(), |s| mb(s.1))),
+            Cell::new(avg(|m| m.rss)),
+            Cell::new(avg(|m| m.pss)),
+            Cell::new(mb(f
+                .instances
+                .iter()
+                .map(|(_, m)| m.uss)
+                .max()
+                .unwrap_or(0))),
+            Cell::new(f.fork_server.map_or("-".into(), |s| mb(s.pss))),
             Cell::new(format!("{:.1} s", f.recovery_secs)),
         ]);
     }

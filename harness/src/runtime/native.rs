@@ -73,6 +73,13 @@ fn memory_of(pid: i32) -> Option<MemoryUsage> {
     })
 }
 
+/// The processes of process group `pgrp` (a service and its children).
+fn group_pids(pgrp: i32) -> impl Iterator<Item = i32> {
+    all_pids()
+        .into_iter()
+        .filter(move |pid| proc_stat(*pid).is_some_and(|s| s.pgrp == pgrp))
+}
+
 fn all_pids() -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -193,16 +200,7 @@ impl Runtime for NativeRuntime {
         let pid = child.id() as i32;
         // The child is tracked through /proc from here on; dropping the handle does not stop it.
         drop(child);
-        let start_ticks = proc_stat(pid).map(|s| s.start_ticks).unwrap_or_default();
-        let process = RunningProcess {
-            runtime: self.name().into(),
-            pid,
-            start_ticks,
-            stop_signal: spec.stop_signal,
-            container: None,
-            fork_server: None,
-        };
-        Ok((process, spec.port))
+        Ok((self.tracked(pid, spec, None), spec.port))
     }
 
     fn run_to_completion(
@@ -314,11 +312,7 @@ impl Runtime for NativeRuntime {
         if self.liveness(process) == Liveness::Exited {
             return None;
         }
-        let total = all_pids()
-            .into_iter()
-            .filter(|pid| proc_stat(*pid).is_some_and(|s| s.pgrp == process.pid))
-            .filter_map(rss_of)
-            .sum();
+        let total = group_pids(process.pid).filter_map(rss_of).sum();
         Some(total)
     }
 
@@ -338,10 +332,7 @@ impl Runtime for NativeRuntime {
             return None;
         }
         let mut total = MemoryUsage::default();
-        for pid in all_pids()
-            .into_iter()
-            .filter(|pid| proc_stat(*pid).is_some_and(|s| s.pgrp == process.pid))
-        {
+        for pid in group_pids(process.pid) {
             let usage = memory_of(pid)?;
             total.rss += usage.rss;
             total.pss += usage.pss;
@@ -420,16 +411,28 @@ impl NativeRuntime {
                 port: spec.port,
             },
         )?;
-        let start_ticks = proc_stat(pid).map(|s| s.start_ticks).unwrap_or_default();
-        let process = RunningProcess {
+        Ok((
+            self.tracked(pid, spec, Some(socket.to_path_buf())),
+            spec.port,
+        ))
+    }
+
+    /// The record of host process `pid` started for `spec` (forked by the server on
+    /// `fork_server`, or spawned), with its /proc start time so a reused pid is never ours.
+    fn tracked(
+        &self,
+        pid: i32,
+        spec: &ProcessSpec,
+        fork_server: Option<std::path::PathBuf>,
+    ) -> RunningProcess {
+        RunningProcess {
             runtime: self.name().into(),
             pid,
-            start_ticks,
+            start_ticks: proc_stat(pid).map(|s| s.start_ticks).unwrap_or_default(),
             stop_signal: spec.stop_signal,
             container: None,
-            fork_server: Some(socket.to_path_buf()),
-        };
-        Ok((process, spec.port))
+            fork_server,
+        }
     }
 }
 

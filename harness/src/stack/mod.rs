@@ -684,6 +684,7 @@ impl Stack {
             let password = password.clone();
             async move {
                 let liveness = self.runtime.liveness(&record.process);
+                let memory = self.runtime.memory(&record.process);
                 let (state, detail) = if liveness == Liveness::Exited {
                     let log = self
                         .runtime
@@ -721,8 +722,11 @@ impl Stack {
                     url: record.url.clone(),
                     state,
                     detail,
-                    rss_bytes: self.runtime.rss_bytes(&record.process),
-                    memory: self.runtime.memory(&record.process),
+                    // One walk of the process group gives both where the kernel accounts PSS/USS.
+                    rss_bytes: memory
+                        .map(|m| m.rss)
+                        .or_else(|| self.runtime.rss_bytes(&record.process)),
+                    memory,
                     restarts: record.restarts,
                     last_exit: record.last_exit.clone(),
                     log: record.log.clone(),
