@@ -31,6 +31,7 @@ Workers lead their own session (``setsid``: the harness signals their process gr
 the server (``PR_SET_PDEATHSIG``), and are reaped by it; their exits are logged here.
 """
 
+import collections
 import ctypes
 import gc
 import json
@@ -121,7 +122,19 @@ opentelemetry.semconv.attributes.url_attributes
 opentelemetry.semconv.attributes.user_agent_attributes
 opentelemetry.semconv.metrics.http_metrics opentelemetry.semconv.schemas
 opentelemetry.util._importlib_metadata opentelemetry.util.http.constants psycopg
+aiobotocore.session aiobotocore.client aiobotocore.args aiobotocore.config aiobotocore.endpoint
+aiobotocore.paginate aiobotocore.httpchecksum aiobotocore.waiter botocore.session botocore.client
+botocore.args botocore.translate botocore.waiter botocore.retries.adaptive
+botocore.retries.standard botocore.docs.service uvicorn.loops.auto uvicorn.loops.uvloop
+uvicorn.protocols.http.auto uvicorn.protocols.http.httptools_impl uvicorn.protocols.utils
+uvicorn.protocols.http.flow_control uvicorn.protocols.websockets.auto
+uvicorn.protocols.websockets.websockets_impl uvicorn.lifespan.on uvicorn.middleware.proxy_headers
 """.split()
+# Langflow's module-level routers (module, attribute). FastAPI 0.165 analyses an included
+# router's routes (signatures, dependencies, response fields) lazily and keeps the result on the
+# module-level inclusion objects; every app built from them (one per worker) reads it when it
+# includes them. Analysing them here, under the import's watch, shares that work.
+ROUTERS = ("router", "health_check_router", "log_router")  # as langflow.main names them
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 # Exit code of a child that refused its request (logged as "refused", not as a crash).
@@ -248,6 +261,58 @@ def hazards(watch):
     return found
 
 
+def share_signature_analysis():
+    """FastAPI derives each endpoint's and dependency's typed signature again for every app it
+    builds (a worker builds one): remember it per function, so what the server derived while
+    analysing the routers is what every worker reads. A signature is a function of the function
+    object alone (its parameters and its module's names), never of settings."""
+    import inspect
+
+    import fastapi.dependencies.utils as utils
+
+    original = getattr(utils, "get_typed_signature", None)
+    if original is None or getattr(original, "forkserver_memo", None) is not None:
+        return
+    memo = {}
+
+    def get_typed_signature(call):
+        if not inspect.isfunction(call):
+            return original(call)
+        found = memo.get(call)
+        if found is None:
+            found = memo[call] = original(call)
+        return found
+
+    get_typed_signature.forkserver_memo = memo
+    utils.get_typed_signature = get_typed_signature
+
+
+def warm_installed_distributions():
+    """Langflow maps installed packages to distributions (lru-cached) while building its component
+    types at every start: the venv is the server's and every worker's, so map it once here."""
+    try:
+        from lfx.custom.dependency_analyzer import _get_packages_distributions
+    except ImportError:
+        return
+    _get_packages_distributions()
+
+
+def warm_route_analysis():
+    """Analyses the routers langflow.main includes, once (see ROUTERS); returns how many routes."""
+    import fastapi.routing
+    import langflow.main
+
+    iterate = getattr(fastapi.routing, "_iter_routes_with_context", None)
+    if iterate is None:  # another FastAPI: it analyses routes elsewhere; nothing to share here
+        return 0
+    count = 0
+    for name in ROUTERS:
+        router = getattr(langflow.main, name, None)
+        if isinstance(router, fastapi.routing.APIRouter):
+            count += sum(1 for _ in iterate(router.routes))
+    return count
+
+
 def reset_import_caches():
     """Recomputes, in a worker, what the import derived from the server's environment."""
     import tempfile
@@ -308,6 +373,7 @@ def read_line(connection, limit):
 def run_worker(name, connection, server_pid, context):
     """The forked child: reads its request, answers, becomes the tenant's app. Never returns."""
     code = 1
+    forked_at = time.monotonic()
     try:
         os.setsid()
         libc = ctypes.CDLL(None, use_errno=True)
@@ -369,6 +435,21 @@ def run_worker(name, connection, server_pid, context):
         # The imported objects stay frozen: a full collection would touch (copy) every shared page.
         import uvicorn
 
+        modules_at_fork = set(sys.modules)
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets=None):
+                await super().startup(sockets=sockets)
+                if not self.should_exit:
+                    # What the fork server could import (PREWARM) to share it: a long list here
+                    # means the list does not fit this Langflow.
+                    new = collections.Counter(m.split(".")[0] for m in sys.modules
+                                              if m not in modules_at_fork)
+                    print(f"serving {time.monotonic() - forked_at:.1f} s after the fork; "
+                          f"{sum(new.values())} modules imported after the fork"
+                          + (": " + ", ".join(f"{k} ({v})" for k, v in new.most_common(8))
+                             if new else ""), flush=True)
+
         config = uvicorn.Config(
             "langflow.main:setup_app",
             factory=True,
@@ -378,7 +459,7 @@ def run_worker(name, connection, server_pid, context):
             **request.get("uvicorn", {}),
         )
         print(f"forked from fork server {server_pid} as {name}", flush=True)
-        uvicorn.Server(config).run()
+        Server(config).run()
         code = 0
     except BaseException:  # noqa: BLE001
         traceback.print_exc()
@@ -401,6 +482,9 @@ def main():
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001  absent in this version: nothing to share
                 pass
+        share_signature_analysis()
+        routes = warm_route_analysis()
+        warm_installed_distributions()
     finally:
         uninstall()
     import uvicorn  # noqa: F401
@@ -417,7 +501,7 @@ def main():
     # otherwise touch (and copy) every shared page.
     gc.collect()
     gc.freeze()
-    log(f"imported Langflow in {import_seconds:.1f} s; "
+    log(f"imported Langflow in {import_seconds:.1f} s ({routes} routes analysed); "
         + ("fork is safe" if not found else "fork is UNSAFE: " + "; ".join(found)))
 
     environ_dir = os.path.join(os.path.dirname(os.path.abspath(socket_path)), "environ")
