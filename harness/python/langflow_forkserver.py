@@ -297,6 +297,36 @@ def warm_installed_distributions():
     _get_packages_distributions()
 
 
+def share_extension_discovery():
+    """Langflow looks for installed Extensions at every start by reading the file list of every
+    installed distribution. The venv is the server's and every worker's: remember the answer per
+    import path (``sys.path``), found once here. Packages installed while the server runs are not
+    seen by it anyway (their modules are not imported either): restart it after installing."""
+    try:
+        import lfx.extension.loader._plugins as plugins
+        import lfx.extension.loader._startup as startup
+    except ImportError:
+        return
+    original = getattr(plugins, "_resolve_distribution_roots", None)
+    if original is None or getattr(original, "forkserver_memo", None) is not None:
+        return
+    memo = {}
+
+    def resolve_distribution_roots(distributions=None):
+        if distributions is not None:
+            return original(distributions)
+        key = tuple(sys.path)
+        if key not in memo:
+            memo[key] = original(None)
+        return {name: (root, list(manifests)) for name, (root, manifests) in memo[key].items()}
+
+    resolve_distribution_roots.forkserver_memo = memo
+    for module in (plugins, startup):
+        if getattr(module, "_resolve_distribution_roots", None) is original:
+            module._resolve_distribution_roots = resolve_distribution_roots
+    resolve_distribution_roots()
+
+
 def warm_route_analysis():
     """Analyses the routers langflow.main includes, once (see ROUTERS); returns how many routes."""
     import fastapi.routing
@@ -485,6 +515,7 @@ def main():
         share_signature_analysis()
         routes = warm_route_analysis()
         warm_installed_distributions()
+        share_extension_discovery()
     finally:
         uninstall()
     import uvicorn  # noqa: F401

@@ -5,6 +5,8 @@
 //!   the fork server, whose own environment has no tenant setting;
 //! - a killed worker is re-forked by the same server (no re-import); killing the server stops its
 //!   workers, and the supervisor brings everything back; `down` leaves nothing behind;
+//! - the server shares the start-up work that is not the tenant's (route analysis, the modules a
+//!   worker would import): a worker imports next to nothing after the fork;
 //! - the fork server refuses what it cannot prove safe (threads after its import; a worker
 //!   environment differing in a variable the import read), and the runtime then spawns.
 
@@ -80,6 +82,22 @@ fn connections_to(pid: i32, remote_port: u16) -> BTreeSet<u16> {
         .collect()
 }
 
+/// Most modules a worker may import after the fork (measured with Langflow 1.13: 6, from the
+/// tenant's components path and a FastAPI module the first app loads).
+const MAX_IMPORTS_AFTER_FORK: usize = 20;
+
+/// How many modules the worker logging to `log` said it imported after the fork.
+fn modules_imported_after_fork(log: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(log).unwrap();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("serving ") && l.contains("after the fork"))
+        .unwrap_or_else(|| panic!("{} has no 'serving ... after the fork' line", log.display()));
+    let (_, rest) = line.split_once("; ").unwrap();
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 async fn whoami_status(url: &str, token: &str) -> u16 {
     TenantClient::new(url)
         .get("api/v1/users/whoami", &Auth::Bearer(token))
@@ -144,6 +162,13 @@ async fn forked_tenants_are_isolated_reforked_and_die_with_their_server() {
         .get(forkserver::SERVICE)
         .expect("the run has a fork server")
         .clone();
+    // The server analysed Langflow's routes before forking (each worker reads the result).
+    let server_log = std::fs::read_to_string(&server.log).unwrap();
+    let routes: usize = server_log
+        .split_once(" routes analysed")
+        .and_then(|(before, _)| before.rsplit('(').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no route analysis in the fork server's log:\n{server_log}"));
+    assert!(routes > 100, "{routes} routes analysed");
     let secrets = stack.files().read_secrets().unwrap();
     let tenancy = Tenancy::for_running_stack(stack.config(), stack.files()).unwrap();
     let schemas = tenancy.schema_list().await.unwrap();
@@ -191,6 +216,10 @@ async fn forked_tenants_are_isolated_reforked_and_die_with_their_server() {
             .env_var(&record.process, "LANGFLOW_SECRET_KEY")
             .unwrap();
         assert_eq!(key, secrets.tenants[&schema.schema].secret_key, "{name}");
+        // What the server shared reached the worker: it imported next to nothing after the fork
+        // (a stale module list would show here as hundreds).
+        let imported = modules_imported_after_fork(&record.log);
+        assert!(imported <= MAX_IMPORTS_AFTER_FORK, "{name} imported {imported} modules after the fork");
         let endpoint = up
             .tenants
             .iter()
