@@ -219,7 +219,10 @@ async fn forked_tenants_are_isolated_reforked_and_die_with_their_server() {
         // What the server shared reached the worker: it imported next to nothing after the fork
         // (a stale module list would show here as hundreds).
         let imported = modules_imported_after_fork(&record.log);
-        assert!(imported <= MAX_IMPORTS_AFTER_FORK, "{name} imported {imported} modules after the fork");
+        assert!(
+            imported <= MAX_IMPORTS_AFTER_FORK,
+            "{name} imported {imported} modules after the fork"
+        );
         let endpoint = up
             .tenants
             .iter()
