@@ -23,9 +23,12 @@ What makes the fork point safe is measured, not assumed: while importing, the se
 every environment variable read (and the prefixes of settings classes that scanned the whole
 environment). A worker whose environment differs from the server's in such a variable is refused
 (``import-time variable X differs``) unless the variable is one whose cached values the worker
-resets (HOME, XDG_CACHE_HOME, TMPDIR, TMP, TEMP). Threads other than the main one (Python's, or
-native ones outside the allow-list), running event loops or open sockets after the import are
-hazards: then every fork is refused, and the harness starts tenants as separate processes.
+resets (HOME, XDG_CACHE_HOME, TMPDIR, TMP, TEMP). Under the same watch the server also does the
+start-up work that depends only on the code and the venv (route analysis, typed signatures,
+installed-distribution and Extension discovery) so that workers read it instead. Threads other
+than the main one (Python's, or native ones outside the allow-list), running event loops or open
+sockets after the import are hazards: then every fork is refused, and the harness starts tenants
+as separate processes.
 
 Workers lead their own session (``setsid``: the harness signals their process group), die with
 the server (``PR_SET_PDEATHSIG``), and are reaped by it; their exits are logged here.
@@ -130,11 +133,11 @@ uvicorn.protocols.http.auto uvicorn.protocols.http.httptools_impl uvicorn.protoc
 uvicorn.protocols.http.flow_control uvicorn.protocols.websockets.auto
 uvicorn.protocols.websockets.websockets_impl uvicorn.lifespan.on uvicorn.middleware.proxy_headers
 """.split()
-# Langflow's module-level routers (module, attribute). FastAPI 0.165 analyses an included
+# The routers langflow.main includes in every app, by their names there. FastAPI 0.165 analyses an included
 # router's routes (signatures, dependencies, response fields) lazily and keeps the result on the
 # module-level inclusion objects; every app built from them (one per worker) reads it when it
 # includes them. Analysing them here, under the import's watch, shares that work.
-ROUTERS = ("router", "health_check_router", "log_router")  # as langflow.main names them
+ROUTERS = ("router", "health_check_router", "log_router")
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 # Exit code of a child that refused its request (logged as "refused", not as a crash).
@@ -271,7 +274,7 @@ def share_signature_analysis():
     import fastapi.dependencies.utils as utils
 
     original = getattr(utils, "get_typed_signature", None)
-    if original is None or getattr(original, "forkserver_memo", None) is not None:
+    if original is None:
         return
     memo = {}
 
@@ -283,7 +286,6 @@ def share_signature_analysis():
             found = memo[call] = original(call)
         return found
 
-    get_typed_signature.forkserver_memo = memo
     utils.get_typed_signature = get_typed_signature
 
 
@@ -308,7 +310,7 @@ def share_extension_discovery():
     except ImportError:
         return
     original = getattr(plugins, "_resolve_distribution_roots", None)
-    if original is None or getattr(original, "forkserver_memo", None) is not None:
+    if original is None:
         return
     memo = {}
 
@@ -320,7 +322,6 @@ def share_extension_discovery():
             memo[key] = original(None)
         return {name: (root, list(manifests)) for name, (root, manifests) in memo[key].items()}
 
-    resolve_distribution_roots.forkserver_memo = memo
     for module in (plugins, startup):
         if getattr(module, "_resolve_distribution_roots", None) is original:
             module._resolve_distribution_roots = resolve_distribution_roots

@@ -82,8 +82,8 @@ fn connections_to(pid: i32, remote_port: u16) -> BTreeSet<u16> {
         .collect()
 }
 
-/// Most modules a worker may import after the fork (measured with Langflow 1.13: 6, from the
-/// tenant's components path and a FastAPI module the first app loads).
+/// Most modules a worker may import after the fork (measured with Langflow 1.13: 6 — three lfx
+/// modules, two of its Extension namespace and one FastAPI module, loaded while it starts).
 const MAX_IMPORTS_AFTER_FORK: usize = 20;
 
 /// How many modules the worker logging to `log` said it imported after the fork.
