@@ -13,6 +13,7 @@ pub mod devenv;
 pub mod docker;
 pub mod e2e;
 pub mod gateway;
+pub mod gateway_bench;
 pub mod gateway_tls;
 pub mod net;
 pub mod progress;

@@ -432,3 +432,55 @@ pub fn start_figures_table(figures: &[crate::bench::StartFigures]) -> String {
     }
     table.to_string()
 }
+
+/// The gateway benchmark: each path's latency and throughput, what the proxies add, the targets.
+pub fn gateway_bench_table(report: &crate::gateway_bench::GatewayBenchReport) -> String {
+    let mut rows = table(&[
+        "path", "clients", "requests", "errors", "p50", "p99", "req/s",
+    ]);
+    for r in &report.rows {
+        rows.add_row(vec![
+            Cell::new(&r.path),
+            Cell::new(r.clients),
+            Cell::new(r.requests),
+            Cell::new(r.errors),
+            Cell::new(format!("{:.3} ms", r.p50_ms)),
+            Cell::new(format!("{:.3} ms", r.p99_ms)),
+            Cell::new(format!("{:.0}", r.rps)),
+        ]);
+    }
+    let mut added = table(&[
+        "through",
+        "clients",
+        "added p50",
+        "added p99",
+        "req/s vs nginx",
+    ]);
+    for a in &report.added {
+        added.add_row(vec![
+            Cell::new(&a.path),
+            Cell::new(a.clients),
+            Cell::new(format!("{:+.3} ms", a.added_p50_ms)),
+            Cell::new(format!("{:+.3} ms", a.added_p99_ms)),
+            Cell::new(a.rps_vs_nginx.map_or("-".into(), |r| format!("{:.2}×", r))),
+        ]);
+    }
+    let mut targets = table(&["target", "value", "bound", "result"]);
+    for t in &report.targets {
+        targets.add_row(vec![
+            Cell::new(&t.name),
+            Cell::new(format!("{:.3}", t.value)),
+            Cell::new(&t.limit),
+            Cell::new(match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not measured",
+            }),
+        ]);
+    }
+    let mut out = format!("{rows}\n{added}\n{targets}");
+    if let Some(note) = &report.nginx_missing {
+        out.push_str(&format!("\nnote: {note}"));
+    }
+    out
+}

@@ -438,3 +438,126 @@ async fn a_stack_with_tls_serves_its_gateway_over_https() {
         format!("{}/tenant/acme/", gateway.url).as_str()
     );
 }
+
+/// A keep-alive stand-in instance: serves any number of requests per connection (content-length
+/// answers, no `connection: close`) and counts the connections it accepted.
+async fn start_keep_alive_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    let body = head.lines().next().unwrap_or("").to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if reader
+                        .get_mut()
+                        .write_all(response.as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// The gateway keeps its connection to a target open across requests (the ALB does; a new TCP
+/// connection and HTTP handshake per request is what made every request slower), and a dead
+/// pooled connection is replaced rather than answered with 502.
+#[tokio::test]
+async fn keep_alive_requests_reuse_one_upstream_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.json");
+    let (port, accepted) = start_keep_alive_upstream().await;
+    write_routes(&routes, &[("acme", port)]);
+    let gw = start_gateway(&routes).await;
+    // One client connection to the gateway, kept alive (reqwest pools per host).
+    let client = reqwest::Client::builder().build().unwrap();
+    for i in 0..25 {
+        let response = client
+            .get(format!("{gw}/tenant/acme/api/v1/item/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body = response.text().await.unwrap();
+        assert_eq!(body, format!("GET /tenant/acme/api/v1/item/{i} HTTP/1.1"));
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "25 sequential keep-alive requests must share one upstream connection"
+    );
+    // Concurrent requests open more connections, and those are pooled too (no more than the
+    // concurrency).
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (client, gw) = (reqwest::Client::new(), gw.clone());
+        tasks.push(tokio::spawn(async move {
+            for j in 0..5 {
+                let url = format!("{gw}/tenant/acme/c/{i}/{j}");
+                assert_eq!(client.get(url).send().await.unwrap().status().as_u16(), 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        after <= 1 + 8,
+        "40 requests from 8 clients opened {after} connections"
+    );
+}
+
+/// The gateway benchmark runs end to end (a short run: its figures are benchmark output, not
+/// asserted here): every request answered through each path, the targets computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_benchmark_measures_every_path() {
+    let command =
+        harness::stack::GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"));
+    let options = harness::gateway_bench::GatewayBenchOptions {
+        clients: vec![1, 4],
+        requests: 200,
+        nginx: None,
+    };
+    let report = harness::gateway_bench::run(&command, &options)
+        .await
+        .unwrap();
+    for clients in [1, 4] {
+        for path in ["direct", "gateway"] {
+            let row = report
+                .rows
+                .iter()
+                .find(|r| r.path == path && r.clients == clients)
+                .unwrap_or_else(|| panic!("no {path} row for {clients} clients: {report:?}"));
+            assert_eq!(row.errors, 0, "{row:?}");
+            assert!(row.requests >= 200, "{row:?}");
+            assert!(row.p50_ms > 0.0 && row.p99_ms >= row.p50_ms, "{row:?}");
+        }
+    }
+    assert!(report.targets.iter().any(|t| t.name.contains("p50")));
+}

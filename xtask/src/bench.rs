@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: the tenancy targets, or native vs docker with `--runtime docker`.
+//! `cargo xtask bench`: the tenancy targets, native vs docker with `--runtime docker`, spawn vs
+//! fork with `--starts`, or the gateway's added latency with `--gateway`.
 
 use std::process::ExitCode;
 
@@ -24,6 +25,21 @@ pub struct BenchArgs {
     /// With --starts: which start modes to measure (spawn, fork).
     #[arg(long, value_delimiter = ',', default_value = "spawn,fork")]
     modes: Vec<String>,
+    /// What the gateway adds to a keep-alive request: the same backend direct, through the
+    /// gateway and through nginx (when installed), p50/p99 and requests/s.
+    #[arg(long)]
+    gateway: bool,
+    /// With --gateway: concurrent keep-alive clients per configuration.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,16",
+        requires = "gateway"
+    )]
+    clients: Vec<usize>,
+    /// With --gateway: requests per configuration (after a warm-up of 50 per client).
+    #[arg(long, default_value_t = 20_000, requires = "gateway")]
+    requests: usize,
 }
 
 /// Runs the benchmark on isolated stacks (`stack` only supplies the configuration; `runtime` is
@@ -34,8 +50,25 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
         json,
         starts,
         modes,
+        gateway,
+        clients,
+        requests,
     } = args;
     let (root, servers) = (&stack.config().root, gateway_command()?);
+    if gateway {
+        let options = harness::gateway_bench::GatewayBenchOptions {
+            clients,
+            requests,
+            nginx: None,
+        };
+        let report = harness::gateway_bench::run(&servers, &options).await?;
+        if json {
+            print_json(&report)?;
+        } else {
+            println!("{}", report::gateway_bench_table(&report));
+        }
+        return Ok(exit_code(report.pass()));
+    }
     // `--runtime docker` compares the runtimes; otherwise the tenancy targets (native).
     let report = if let Some(counts) = starts {
         let modes = modes
