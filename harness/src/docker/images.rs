@@ -208,6 +208,7 @@ fn split_reference(reference: &str) -> (&str, Option<&str>) {
 /// command that builds it.
 pub async fn resolve(docker: &Docker, config: &Config, service: &str) -> Result<String> {
     let spec = image_spec(config, service)?;
+    wait_for_running_build(config).await?;
     if inspect(docker, &spec.public).await?.is_some() {
         return Ok(spec.public);
     }
@@ -225,8 +226,43 @@ pub async fn resolve(docker: &Docker, config: &Config, service: &str) -> Result<
     )
 }
 
+/// Waits while an image build of this cache (another `images build`, e.g. one CI started in the
+/// background while it compiles and runs the native tests) is under way, so that an image is
+/// never picked half-way through its rebuild: the build holds `images/build.lock` exclusively;
+/// this takes it shared for a moment. Returns at once when no build runs.
+pub async fn wait_for_running_build(config: &Config) -> Result<()> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = config.cache_dir.join("images").join("build.lock");
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(()); // no build ever ran in this cache
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_released) => return Ok(()),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => progress::println(format!(
+            "waiting for the image build under way to finish ({})",
+            path.display()
+        )),
+        Err((_, e)) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let display = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        Flock::lock(file, FlockArg::LockShared)
+            .map(drop)
+            .map_err(|(_, e)| anyhow!("cannot lock {display}: {e}"))
+    })
+    .await?
+}
+
 /// An image given by reference (`up --image`): present, or pulled when a registry answers.
-pub async fn resolve_reference(docker: &Docker, reference: &str) -> Result<String> {
+/// Waits for an image build under way first ([`wait_for_running_build`]).
+pub async fn resolve_reference(
+    docker: &Docker,
+    config: &Config,
+    reference: &str,
+) -> Result<String> {
+    wait_for_running_build(config).await?;
     if inspect(docker, reference).await?.is_some() {
         return Ok(reference.to_string());
     }
@@ -335,7 +371,8 @@ pub struct BuildReport {
 }
 
 /// Builds the local images of `which` (all when empty; `base` is built first when a requested
-/// image needs it and it is missing), in order base → postgres, aws, langflow. With
+/// image needs it and it is missing): base, then postgres, aws, langflow (and localstack) at the
+/// same time, then langflow-multi-tenant. With
 /// `offline_base` the base is bootstrapped from Debian packages without trying to pull the public
 /// Debian image. Each build is skipped when its inputs digest is unchanged. `progress` shows a
 /// spinner and the Dockerfile step lines (plain lines in CI).
@@ -392,67 +429,106 @@ pub async fn build(
         .ok_or_else(|| anyhow!("{BASE_TAG} is missing after its build"))?;
 
     let ca = host_ca_bundle(config)?;
+    // Every image on the base is independent of the others: they build at the same time (their
+    // downloads, apt and pip steps overlap), then the multi-tenant image on the new Langflow image.
+    let mut on_base = Vec::new();
+    let mut on_langflow = None;
     for spec in specs.iter().filter(|s| s.service != "base") {
         if !wanted.contains(&spec.service) {
             continue;
         }
-        let mut args = BTreeMap::from([("BASE".to_string(), BASE_TAG.to_string())]);
-        let mut injected: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut from_id = base_id.clone();
-        match spec.service {
-            "postgres" => {
-                args.insert("PG_MAJOR".into(), postgres_major(&spec.public));
-            }
-            "aws" => {
-                args.insert(
-                    "MINISTACK_VERSION".into(),
-                    config.aws.ministack_version.clone(),
-                );
-                injected.push(("host-ca.crt".into(), ca.1.clone()));
-            }
-            LOCALSTACK => {
-                args.insert(
-                    "LOCALSTACK_VERSION".into(),
-                    config.aws.localstack_version.clone(),
-                );
-                injected.push(("host-ca.crt".into(), ca.1.clone()));
-                injected.push(("constraints.txt".into(), localstack_constraints(config)?));
-            }
-            "langflow" => {
-                let version = &config.langflow.version;
-                args.insert("LANGFLOW_VERSION".into(), version.clone());
-                args.insert("UV_VERSION".into(), crate::venv::UV_VERSION.into());
-                injected.push(("host-ca.crt".into(), ca.1.clone()));
-                injected.push(("constraints.txt".into(), langflow_constraints(config)?));
-            }
-            MULTI_TENANT => {
-                let langflow = langflow_local_tag(config);
-                args.insert("LANGFLOW_IMAGE".into(), langflow.clone());
-                // Its base is the Langflow image: a new Langflow image rebuilds it.
-                from_id = inspect(&docker, &langflow)
-                    .await?
-                    .and_then(|i| i.id)
-                    .ok_or_else(|| {
-                        anyhow!("{langflow} is missing; build it first: cargo xtask images build --only langflow")
-                    })?;
-                // The same fork server the native runtime uses (one source, in harness/python/).
-                injected.push((
-                    "langflow_forkserver.py".into(),
-                    crate::services::forkserver::SCRIPT.as_bytes().to_vec(),
-                ));
-            }
-            _ => unreachable!("base is built above"),
+        if spec.service == MULTI_TENANT {
+            on_langflow = Some(spec);
+        } else {
+            on_base.push(dockerfile_build(config, spec, &base_id, &ca.1)?);
         }
-        let build = DockerfileBuild {
-            spec,
-            args,
-            injected,
-            base_id: from_id,
-            source: "dockerfile",
-        };
+    }
+    let results = futures::future::join_all(
+        on_base
+            .iter()
+            .map(|build| build.run(&docker, &work_dir, &ui)),
+    )
+    .await;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if let Some(spec) = on_langflow {
+        let langflow = langflow_local_tag(config);
+        // Its base is the Langflow image: a new Langflow image rebuilds it.
+        let from_id = inspect(&docker, &langflow)
+            .await?
+            .and_then(|i| i.id)
+            .ok_or_else(|| {
+                anyhow!("{langflow} is missing; build it first: cargo xtask images build --only langflow")
+            })?;
+        let build = dockerfile_build(config, spec, &from_id, &ca.1)?;
         reports.push(build.run(&docker, &work_dir, &ui).await?);
     }
     Ok(reports)
+}
+
+/// The Dockerfile build of `spec` on the image `from_id`: its build arguments and the files the
+/// harness injects into its context (the host's CA bundle, constraints, the fork server).
+fn dockerfile_build<'a>(
+    config: &Config,
+    spec: &'a ImageSpec,
+    from_id: &str,
+    ca_bundle: &[u8],
+) -> Result<DockerfileBuild<'a>> {
+    let mut args = BTreeMap::from([("BASE".to_string(), BASE_TAG.to_string())]);
+    let mut injected: Vec<(String, Vec<u8>)> = Vec::new();
+    match spec.service {
+        "postgres" => {
+            args.insert("PG_MAJOR".into(), postgres_major(&spec.public));
+        }
+        "aws" => {
+            args.insert(
+                "MINISTACK_VERSION".into(),
+                config.aws.ministack_version.clone(),
+            );
+            injected.push(("host-ca.crt".into(), ca_bundle.to_vec()));
+        }
+        LOCALSTACK => {
+            args.insert(
+                "LOCALSTACK_VERSION".into(),
+                config.aws.localstack_version.clone(),
+            );
+            injected.push(("host-ca.crt".into(), ca_bundle.to_vec()));
+            injected.push(("constraints.txt".into(), localstack_constraints(config)?));
+        }
+        "langflow" => {
+            let version = &config.langflow.version;
+            args.insert("LANGFLOW_VERSION".into(), version.clone());
+            args.insert("UV_VERSION".into(), crate::venv::UV_VERSION.into());
+            injected.push(("host-ca.crt".into(), ca_bundle.to_vec()));
+            injected.push(("constraints.txt".into(), langflow_constraints(config)?));
+        }
+        MULTI_TENANT => {
+            args.insert("LANGFLOW_IMAGE".into(), langflow_local_tag(config));
+            // The same fork server the native runtime uses (one source, in harness/python/).
+            injected.push((
+                "langflow_forkserver.py".into(),
+                crate::services::forkserver::SCRIPT.as_bytes().to_vec(),
+            ));
+        }
+        _ => unreachable!("base is built on its own"),
+    }
+    Ok(DockerfileBuild {
+        spec,
+        args,
+        injected,
+        base_id: from_id.to_string(),
+        source: "dockerfile",
+    })
 }
 
 /// The pinned constraints for the configured Langflow version (`harness/constraints/`); empty

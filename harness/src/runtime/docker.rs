@@ -169,8 +169,9 @@ impl DockerRuntime {
         let config = self.config.clone();
         let name = service.to_string();
         let image = if is_image_reference(service) {
-            self.exec
-                .run(move |docker| async move { engine::resolve_reference(&docker, &name).await })?
+            self.exec.run(move |docker| async move {
+                engine::resolve_reference(&docker, &config, &name).await
+            })?
         } else {
             self.exec
                 .run(move |docker| async move { engine::resolve(&docker, &config, &name).await })?
