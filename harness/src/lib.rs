@@ -1,30 +1,25 @@
-//! langflow-infra harness: brings up a local emulation of the multi-tenant Langflow stack on AWS
-//! (Postgres, an AWS emulator, per-tenant Langflow instances behind an ALB-like gateway) and
-//! checks it. The `xtask` crate is a thin command line over this library.
+//! langflow-infra harness, **suites** layer: brings up a local emulation of the multi-tenant
+//! Langflow stack on AWS and checks it — the e2e, browser, chaos and bench suites, tenant bundles,
+//! the developer environment and compose rendering. The `xtask` crate is a thin command line over
+//! this library.
+//!
+//! The layers below are re-exported under their module names, so `harness::config`,
+//! `harness::validate`, `harness::runtime`, `harness::stack` … name one API:
+//! core (`harness-core`) → cfn (`harness-cfn`) → runtime (`harness-runtime`) → stack
+//! (`harness-stack`) → suites (this crate) → `xtask`. Each depends only on the layers before it.
+
+pub use harness_cfn::{taskdef, validate};
+pub use harness_core::{assets, config, net, process, progress, routing, secret, sql, state};
+pub use harness_core::{tables, venv};
+pub use harness_runtime::{docker, runtime};
+pub use harness_stack::{credentials, gateway, gateway_tls, rehearse, services, stack, tenancy};
 
 pub mod bench;
 pub mod browser;
 pub mod bundle;
 pub mod chaos;
 pub mod compose;
-pub mod config;
-pub mod credentials;
 pub mod devenv;
-pub mod docker;
 pub mod e2e;
-pub mod gateway;
 pub mod gateway_bench;
-pub mod gateway_tls;
-pub mod net;
-pub mod progress;
 pub mod report;
-pub mod runtime;
-pub mod secret;
-pub mod services;
-pub mod sql;
-pub mod stack;
-pub mod state;
-pub mod taskdef;
-pub mod tenancy;
-pub mod validate;
-pub mod venv;

@@ -1,24 +1,10 @@
 //! Human-readable rendering of results as tables (the `--json` forms are the serde structs).
 
-use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{Cell, Color, ContentArrangement, Table};
+use comfy_table::{Cell, Color};
 
 use crate::stack::{DownReport, ServiceState, StackStatus};
 
-/// A table with the project's style and the given header.
-pub fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().map(Cell::new));
-    table
-}
-
-/// Megabytes, one decimal, or `-`.
-pub fn megabytes(bytes: Option<u64>) -> String {
-    bytes.map_or("-".into(), |b| format!("{:.1} MB", b as f64 / 1_048_576.0))
-}
+pub use harness_core::tables::{megabytes, table, truncate};
 
 /// The services table shown by `up` and `status`.
 pub fn status_table(status: &StackStatus) -> String {
@@ -64,15 +50,6 @@ pub fn status_table(status: &StackStatus) -> String {
         "runtime: {}, emulator: {}\n{table}",
         status.runtime, status.emulator
     )
-}
-
-/// `text` cut to `max` characters, with `…` when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        text.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
-    }
 }
 
 /// The summary printed by `down`.
@@ -244,60 +221,8 @@ pub fn e2e_table(report: &crate::e2e::E2eReport) -> String {
     )
 }
 
-/// `validate` findings and a summary line.
-pub fn validate_table(report: &crate::validate::ValidateReport) -> String {
-    use crate::validate::Severity;
-    let mut table = table(&[
-        "severity", "check", "rule", "location", "resource", "message", "fix",
-    ]);
-    for f in &report.findings {
-        let (text, color) = match f.severity {
-            Severity::Error => ("error", Color::Red),
-            Severity::Warning => ("warning", Color::Yellow),
-            Severity::Info => ("info", Color::Reset),
-        };
-        table.add_row(vec![
-            Cell::new(text).fg(color),
-            Cell::new(&f.check),
-            Cell::new(&f.rule),
-            Cell::new(format!("{}:{}", f.file, f.line)),
-            Cell::new(f.resource.as_deref().unwrap_or("")),
-            Cell::new(&f.message),
-            Cell::new(f.fix.as_deref().unwrap_or("")),
-        ]);
-    }
-    let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
-    let timings: Vec<String> = report
-        .timings
-        .iter()
-        .map(|(part, secs)| format!("{part} {secs:.2}s"))
-        .collect();
-    format!(
-        "{}{} templates, {} parameter files{}: {} errors, {} warnings, {} info ({})",
-        if report.findings.is_empty() {
-            String::new()
-        } else {
-            format!("{table}\n")
-        },
-        report.templates.len(),
-        report.parameter_files.len(),
-        if report.skipped.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} YAML/JSON files skipped: not CloudFormation)",
-                report.skipped.len()
-            )
-        },
-        count(Severity::Error),
-        count(Severity::Warning),
-        count(Severity::Info),
-        timings.join(", ")
-    )
-}
-
 /// `validate --rehearse` results.
-pub fn rehearsal_table(rehearsal: &crate::validate::rehearse::Rehearsal) -> String {
+pub fn rehearsal_table(rehearsal: &crate::rehearse::Rehearsal) -> String {
     let mut table = table(&["stack", "status", "s", "outputs / reason"]);
     for s in &rehearsal.stacks {
         let mut detail = match &s.reason {

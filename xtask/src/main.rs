@@ -7,18 +7,29 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use harness::config::{find_root, Config};
+#[cfg(feature = "full")]
 use harness::stack::{GatewayCommand, Stack};
+use harness_core::config::{find_root, Config};
 
+#[cfg(feature = "full")]
 mod bench;
+#[cfg(feature = "full")]
 mod chaos;
+#[cfg(feature = "full")]
 mod compose;
+#[cfg(feature = "full")]
 mod creds;
+#[cfg(feature = "full")]
 mod e2e;
+#[cfg(feature = "full")]
 mod env;
+#[cfg(feature = "full")]
 mod images;
+#[cfg(feature = "full")]
 mod serve;
+#[cfg(feature = "full")]
 mod stack_cmds;
+#[cfg(feature = "full")]
 mod tenant;
 mod validate;
 
@@ -42,29 +53,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[cfg(feature = "full")]
     /// Start the stack (idempotent): Postgres, the AWS emulator, the tenants of the tenants file,
     /// the gateway and one Langflow instance per tenant; prints what runs where.
     Up(stack_cmds::UpArgs),
+    #[cfg(feature = "full")]
     /// Health of each service (exit 1 when any is not healthy or nothing runs).
     Status(stack_cmds::StatusArgs),
+    #[cfg(feature = "full")]
     /// Print a service's log (all services when none is named).
     Logs(stack_cmds::LogsArgs),
+    #[cfg(feature = "full")]
     /// Stop everything and remove the run's temporary state (idempotent).
     Down(stack_cmds::DownArgs),
+    #[cfg(feature = "full")]
     /// tenantmgr: tenant schemas and their Langflow users (the stack must be up).
     Tenant {
         #[command(subcommand)]
         command: tenant::TenantCommand,
     },
+    #[cfg(feature = "full")]
     /// Measure the tenancy targets: warm `up` with 2 tenants vs 1 (ratio <= 1.3) and RSS per
     /// instance (<= 650 MB), on isolated stacks. Exit 1 when a target is missed.
     Bench(bench::BenchArgs),
+    #[cfg(feature = "full")]
     /// Print what to `eval` so psql, the AWS CLI, boto3 and curl talk to the running stack
     /// (PG* + a 0600 passfile, AWS profiles dev/local on the emulator, LANGFLOW_URL + API key).
     Env(env::EnvArgs),
+    #[cfg(feature = "full")]
     /// The tenant-isolation suite: brings up an isolated stack with two tenants (beside any
     /// `up`), runs every check, prints a table, tears down. Exit 1 when a check fails.
     E2e(e2e::E2eArgs),
+    #[cfg(feature = "full")]
     /// The resilience suite: kill -9 of each service under a bounded load, SIGINT/SIGTERM to
     /// `up` at random points, a read-only or full state dir on schema-add — on an isolated stack,
     /// with figures (requests failed, outage, recovery, data lost). Exit 1 when a scenario fails.
@@ -72,33 +92,40 @@ enum Command {
     /// Check the CloudFormation templates: parsing, cfn-lint, cross-stack wiring, parameter files
     /// (exit 1 on any error-level finding).
     Validate(validate::ValidateArgs),
+    #[cfg(feature = "full")]
     /// The AWS credential chain: IRSA, CLI profile, assume-role, precedence — each scenario
     /// resolved by aws-config (Rust) and boto3 (Python) against the emulator.
     Creds {
         #[command(subcommand)]
         command: creds::CredsCommand,
     },
+    #[cfg(feature = "full")]
     /// The Docker images of the services: build the local ones (compose/images/), list, remove.
     Images {
         #[command(subcommand)]
         command: images::ImagesCommand,
     },
+    #[cfg(feature = "full")]
     /// compose/docker-compose.yml for docker-compose users, rendered from the harness's service
     /// definitions (`render`, or `render --check` to compare).
     Compose {
         #[command(subcommand)]
         command: compose::ComposeCommand,
     },
+    #[cfg(feature = "full")]
     /// Serve the identity server: OIDC issuer + STS gate (started by `up`; not for direct use).
     #[command(hide = true)]
     IdentityServe(serve::IdentityArgs),
+    #[cfg(feature = "full")]
     /// Restart what stops in a run (started by `up`; not for direct use).
     #[command(hide = true)]
     Supervise(serve::SuperviseArgs),
+    #[cfg(feature = "full")]
     /// Resolve the default credential chain from the environment and print JSON (used by
     /// `creds check`; not for direct use).
     #[command(hide = true)]
     CredsProbe,
+    #[cfg(feature = "full")]
     /// Serve the gateway (started by `up`; not for direct use).
     #[command(hide = true)]
     GatewayServe(serve::GatewayArgs),
@@ -138,6 +165,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CLI built without `full`: `validate` only.
+#[cfg(not(feature = "full"))]
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let Command::Validate(args) = cli.command;
+    let config = Config::load(&find_root(&workspace_root()))?;
+    validate::run(&config, args).await
+}
+
+#[cfg(feature = "full")]
 async fn run(cli: Cli) -> Result<ExitCode> {
     // Commands that need no stack.
     let command = match cli.command {
@@ -187,7 +223,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Creds { command } => creds::run(&stack, command).await,
         Command::E2e(args) => e2e::run(&stack, args, cli.runtime).await,
         Command::Chaos(args) => chaos::run(&stack, args, cli.runtime).await,
-        Command::Validate(args) => validate::run(&stack, args).await,
+        Command::Validate(args) => validate::run(stack.config(), args).await,
         Command::Bench(args) => bench::run(&stack, args, cli.runtime.as_deref()).await,
     }
 }
@@ -200,6 +236,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+#[cfg(feature = "full")]
 /// The gateway and identity server run as this same executable's hidden `gateway-serve` and
 /// `identity-serve` commands.
 fn gateway_command() -> Result<GatewayCommand> {
@@ -211,6 +248,7 @@ fn gateway_command() -> Result<GatewayCommand> {
     })
 }
 
+#[cfg(feature = "full")]
 /// The Rust credential probe is this executable's hidden `creds-probe` command.
 fn probe_command() -> Result<harness::credentials::scenarios::ProbeCommand> {
     Ok(harness::credentials::scenarios::ProbeCommand {
@@ -219,6 +257,7 @@ fn probe_command() -> Result<harness::credentials::scenarios::ProbeCommand> {
     })
 }
 
+#[cfg(feature = "full")]
 /// The configured stack with the runtime asked for (`starting`: resolve `auto` fully); prints
 /// the runtime's notice, if any, on stderr.
 fn load_stack(runtime: Option<&str>, starting: bool) -> Result<Stack> {

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use harness::report;
-use harness::stack::Stack;
+use harness_core::config::Config;
 
 use crate::{exit_code, print_json};
 
@@ -45,10 +44,9 @@ pub enum ValidateFormat {
     Junit,
 }
 
-/// Runs every check (`stack` only supplies the configuration), then the rehearsal when asked
-/// and nothing is wrong; prints the report; failure on an error-level finding or a failed
-/// rehearsal.
-pub async fn run(stack: &Stack, args: ValidateArgs) -> Result<ExitCode> {
+/// Runs every check, then the rehearsal when asked and nothing is wrong; prints the report;
+/// failure on an error-level finding or a failed rehearsal.
+pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
     let ValidateArgs {
         dir,
         format,
@@ -57,27 +55,43 @@ pub async fn run(stack: &Stack, args: ValidateArgs) -> Result<ExitCode> {
         rehearse,
     } = args;
     let dir = if dir.is_relative() {
-        stack.config().root.join(dir)
+        config.root.join(dir)
     } else {
         dir
     };
-    let options = harness::validate::ValidateOptions {
+    let options = harness_cfn::validate::ValidateOptions {
         dir,
         lint: !no_lint,
-        rules: stack.config().root.join("rules"),
+        rules: config.root.join("rules"),
         extra_rules: extra_rules
             .into_iter()
-            .map(|r| stack.config().root.join(r))
+            .map(|r| config.root.join(r))
             .collect(),
     };
-    let report = harness::validate::run(stack.config(), &options).await?;
-    let rehearsal = match &rehearse {
+    let report = harness_cfn::validate::run(config, &options).await?;
+    let rehearsal_ok = rehearse_if_asked(config, &options, &report, rehearse.as_deref()).await?;
+    match format {
+        ValidateFormat::Human => println!("{}", harness_cfn::validate::formats::human(&report)),
+        ValidateFormat::Json => print_json(&report)?,
+        ValidateFormat::Sarif => println!("{}", harness_cfn::validate::formats::sarif(&report)),
+        ValidateFormat::Junit => println!("{}", harness_cfn::validate::formats::junit(&report)),
+    }
+    Ok(exit_code(report.errors() == 0 && rehearsal_ok))
+}
+
+/// `--rehearse STAGE`: deploys the templates into the emulator (when nothing is wrong) and prints
+/// the rehearsal on stderr; whether it went well (true when not asked).
+#[cfg(feature = "full")]
+async fn rehearse_if_asked(
+    config: &Config,
+    options: &harness_cfn::validate::ValidateOptions,
+    report: &harness_cfn::validate::ValidateReport,
+    stage: Option<&str>,
+) -> Result<bool> {
+    let rehearsal = match stage {
         Some(stage) if report.errors() == 0 => {
-            let (templates, params) = harness::validate::rehearse::load_inputs(&options.dir)?;
-            Some(
-                harness::validate::rehearse::run(stack.config(), &templates, &params, stage)
-                    .await?,
-            )
+            let (templates, params) = harness::rehearse::load_inputs(&options.dir)?;
+            Some(harness::rehearse::run(config, &templates, &params, stage).await?)
         }
         Some(_) => {
             eprintln!("not rehearsing: fix the error-level findings first");
@@ -86,14 +100,23 @@ pub async fn run(stack: &Stack, args: ValidateArgs) -> Result<ExitCode> {
         None => None,
     };
     if let Some(rehearsal) = &rehearsal {
-        eprintln!("{}", report::rehearsal_table(rehearsal));
+        eprintln!("{}", harness::report::rehearsal_table(rehearsal));
     }
-    let rehearsal_ok = rehearsal.as_ref().is_none_or(|r| r.ok());
-    match format {
-        ValidateFormat::Human => println!("{}", report::validate_table(&report)),
-        ValidateFormat::Json => print_json(&report)?,
-        ValidateFormat::Sarif => println!("{}", harness::validate::formats::sarif(&report)),
-        ValidateFormat::Junit => println!("{}", harness::validate::formats::junit(&report)),
+    Ok(rehearsal.as_ref().is_none_or(|r| r.ok()))
+}
+
+/// Without the `full` feature there is no emulator to rehearse in.
+#[cfg(not(feature = "full"))]
+async fn rehearse_if_asked(
+    _config: &Config,
+    _options: &harness_cfn::validate::ValidateOptions,
+    _report: &harness_cfn::validate::ValidateReport,
+    stage: Option<&str>,
+) -> Result<bool> {
+    match stage {
+        Some(_) => anyhow::bail!(
+            "--rehearse needs the emulator, which this validate-only build leaves out: run `cargo xtask validate --rehearse` (the full CLI)"
+        ),
+        None => Ok(true),
     }
-    Ok(exit_code(report.errors() == 0 && rehearsal_ok))
 }

@@ -1,0 +1,592 @@
+//! Image mode (`up --image IMAGE [--tasks N]`): the deployed image run as the Fargate service runs
+//! it. Each task is a container of the image with exactly the environment the TaskDefinition of
+//! `aws/apps/fargate-stack.cfn.yaml` gives it ([`harness_cfn::taskdef`]): its `Environment` with the
+//! imports and references resolved to the local stack (the Postgres container as the RDS endpoint,
+//! the tenant bucket), its `Secrets` read from the emulator's Secrets Manager (the secrets the RDS
+//! and Fargate stacks would create are created there first), plus what the platform injects (the
+//! IRSA variables and token mount, the emulator's AWS endpoint, the region). Nothing else is
+//! added: what the image needs and the task does not give is refused as a finding before any task
+//! starts. The gateway plays the ALB: `/tenant/*` and `/health` round-robin over the tasks, sticky
+//! when the target group is. Tenants are managed with the image's own tool inside a task.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::tenants::INSTANCE_TIER;
+use super::{finish_step, Stack};
+use crate::gateway::Routes;
+use crate::services::{aws, postgres};
+use harness_cfn::taskdef::{self, TaskShape};
+use harness_core::net;
+use harness_core::progress::Step;
+use harness_core::state::{Probe, RunState, ServiceRecord};
+use harness_runtime::runtime::docker::DockerRuntime;
+use harness_runtime::runtime::{CompletedRun, ContainerSpec, ProcessSpec, StopSignal};
+
+/// The file in the state directory that says the run is in image mode.
+const MODE_FILE: &str = "image-mode.json";
+/// Name of the emulator secret standing for the RDS stack's managed master-user secret.
+const DB_SECRET_NAME: &str = "langflow-local/rds/master-user";
+/// Name of the emulator secret standing for the Fargate stack's `TenantKeySeed`.
+const SEED_SECRET_NAME: &str = "langflow-local/fargate/tenant-key-seed";
+/// How long a task may take to answer its health check (image start + Langflow import).
+const TASK_READY_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long one tenant-manager command may run (schema-add migrates a schema: ~30-60 s).
+pub const TENANTMGR_TIMEOUT: Duration = Duration::from_secs(300);
+/// The tenant manager of an image that does not name one in its labels.
+pub const DEFAULT_TENANTMGR: &str = "python /app/tenantmgr.py";
+
+/// What `up --image` was asked for.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    /// The image (`repo:tag`), present locally or pullable.
+    pub image: String,
+    /// Tasks to run; `None` = the service's `DesiredCount`.
+    pub tasks: Option<usize>,
+    /// At least this many tasks (e2e runs two, to check that tasks agree).
+    pub min_tasks: usize,
+    /// The Fargate template; `None` = the project's.
+    pub template: Option<PathBuf>,
+    /// Extra variables for the tasks, for tests only (the reference image's `LFMT_FAULT`).
+    pub fault_env: BTreeMap<String, String>,
+}
+
+/// The running image mode, as recorded in the state directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageMode {
+    /// The image the tasks run.
+    pub image: String,
+    /// The user the image runs as (its `USER`; empty = root): the projected token is its own.
+    #[serde(default)]
+    pub user: String,
+    /// How many tasks run.
+    pub tasks: usize,
+    /// The Fargate template the tasks were rendered from.
+    pub template: PathBuf,
+    /// The command that manages tenants inside a task.
+    pub tenantmgr: Vec<String>,
+    /// The target group's health check path.
+    pub health_path: String,
+    /// Whether the gateway keeps a client on one task.
+    pub sticky: bool,
+    /// Extra variables given for tests.
+    #[serde(default)]
+    pub fault_env: BTreeMap<String, String>,
+}
+
+impl ImageMode {
+    fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(MODE_FILE)
+    }
+
+    /// The image mode of the run in `state_dir`, if it is in image mode.
+    pub fn read(state_dir: &Path) -> Result<Option<Self>> {
+        let path = Self::path(state_dir);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .with_context(|| format!("{} is not an image-mode record", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn write(&self, state_dir: &Path) -> Result<()> {
+        harness_core::state::write_json_0600(&Self::path(state_dir), self)
+    }
+
+    /// Forgets image mode (`down`, or an `up` without `--image`).
+    pub fn remove(state_dir: &Path) -> Result<()> {
+        harness_core::state::remove_if_exists(&Self::path(state_dir))
+    }
+
+    /// The tasks' service names: `task-1` …
+    pub fn task_names(&self) -> Vec<String> {
+        (1..=self.tasks).map(task_service).collect()
+    }
+}
+
+/// Service name of task `index` (1-based).
+pub fn task_service(index: usize) -> String {
+    format!("task-{index}")
+}
+
+/// Whether `name` is a task of image mode.
+pub fn is_task(name: &str) -> bool {
+    name.strip_prefix("task-")
+        .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+/// The values `up --image` gives the task: the rendered TaskDefinition and the resolved secrets.
+struct RenderedTask {
+    shape: TaskShape,
+    env: BTreeMap<String, String>,
+}
+
+impl Stack {
+    /// The docker runtime of this run, for what only it can do (labels, exec).
+    fn docker(&self) -> Result<DockerRuntime> {
+        if self.runtime.name() != "docker" {
+            bail!("image mode runs the image in containers; use --runtime docker");
+        }
+        DockerRuntime::connect(&self.config, &self.run_marker())
+    }
+
+    fn template_path(&self, request: Option<&Path>) -> PathBuf {
+        request
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.config.root.join(taskdef::TEMPLATE))
+    }
+
+    /// Renders the task for this run: creates the secrets the RDS and Fargate stacks would hold in
+    /// the emulator, the RDS master user in Postgres, then resolves the TaskDefinition.
+    async fn render_task(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        image: &str,
+        template: &Path,
+    ) -> Result<RenderedTask> {
+        let snapshot = state.lock().expect("state lock").clone();
+        let pg_port = Stack::service_port(&snapshot, "postgres")?;
+        let aws_port = Stack::service_port(&snapshot, "aws")?;
+        let placement = self.runtime.placement();
+        let (pg_host, pg_inner) = placement.peer("postgres", pg_port, postgres::CONTAINER_PORT);
+        let (aws_host, aws_inner) = placement.peer("aws", aws_port, aws::CONTAINER_PORT);
+        let region = self.config.aws.region.clone();
+        let mut wiring = taskdef::LocalWiring {
+            stage: "dev".into(),
+            params_dir: Some(self.config.root.join("aws").join("params")),
+            overrides: [
+                ("ContainerImage".to_string(), image.to_string()),
+                ("DBHost".to_string(), String::new()),
+                ("DBPort".to_string(), pg_inner.to_string()),
+                ("DBName".to_string(), self.config.postgres.database.clone()),
+                ("DBPassword".to_string(), String::new()),
+            ]
+            .into(),
+            resources: [(
+                "TenantFilesBucket".to_string(),
+                self.config.aws.tenant_bucket.clone(),
+            )]
+            .into(),
+            rds_outputs: [("DBClusterEndpoint".to_string(), pg_host.clone())].into(),
+            region: region.clone(),
+            account: self.config.aws.account_id.clone(),
+        };
+        // A first pass with placeholders tells the master user's name; the secrets are then made
+        // and the task rendered with their real ARNs.
+        let placeholder = format!(
+            "arn:aws:secretsmanager:{region}:{}:secret:x",
+            self.config.aws.account_id
+        );
+        wiring
+            .rds_outputs
+            .insert("DBSecretArn".into(), placeholder.clone());
+        wiring
+            .resources
+            .insert("TenantKeySeed".into(), placeholder.clone());
+        let first = taskdef::render(template, &wiring)?;
+        let db_user = first
+            .environment
+            .get("DB_USER")
+            .cloned()
+            .unwrap_or_else(|| "langflow_admin".into());
+
+        let mut secrets = self.files.read_secrets()?;
+        let pg_password = secrets
+            .postgres_password
+            .clone()
+            .context("no Postgres password in the run's secrets")?;
+        let master_password = secrets
+            .image_db_password
+            .get_or_insert_with(|| harness_core::secret::password(32))
+            .clone();
+        let seed = secrets
+            .tenant_key_seed
+            .get_or_insert_with(|| harness_core::secret::password(64))
+            .clone();
+        self.files.write_secrets(&secrets)?;
+        ensure_master_user(
+            pg_port,
+            &pg_password,
+            &self.config.postgres.database,
+            &db_user,
+            &master_password,
+        )
+        .await?;
+
+        let sm = aws_sdk_secretsmanager::Client::new(&aws::sdk_config(aws_port, &region).await);
+        let master = serde_json::json!({"username": db_user, "password": master_password});
+        let db_arn = put_secret(&sm, DB_SECRET_NAME, &master.to_string()).await?;
+        let seed_arn = put_secret(&sm, SEED_SECRET_NAME, &seed).await?;
+        wiring.rds_outputs.insert("DBSecretArn".into(), db_arn);
+        wiring.resources.insert("TenantKeySeed".into(), seed_arn);
+        let shape = taskdef::render(template, &wiring)?;
+
+        let mut env = shape.environment.clone();
+        for (name, secret) in &shape.secrets {
+            env.insert(name.clone(), read_secret(&sm, name, secret).await?);
+        }
+        // What the platform injects (Fargate's task role / EKS's IRSA), with the emulator as AWS.
+        env.insert("AWS_REGION".into(), region.clone());
+        env.insert("AWS_DEFAULT_REGION".into(), region.clone());
+        env.insert(
+            "AWS_ENDPOINT_URL".into(),
+            format!("http://{aws_host}:{aws_inner}"),
+        );
+        env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+        match self.instance_identity(state)? {
+            Some(identity) => {
+                env.insert("AWS_ROLE_ARN".into(), identity.role_arn);
+                env.insert(
+                    "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+                    identity.token_file.display().to_string(),
+                );
+                env.insert("AWS_ROLE_SESSION_NAME".into(), "langflow-task".into());
+                env.insert("AWS_ENDPOINT_URL_STS".into(), identity.sts_url);
+            }
+            None => {
+                env.insert("AWS_ACCESS_KEY_ID".into(), aws::EMULATOR_ACCESS_KEY.into());
+                env.insert(
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    aws::EMULATOR_SECRET_KEY.into(),
+                );
+            }
+        }
+        Ok(RenderedTask { shape, env })
+    }
+
+    fn task_spec(
+        &self,
+        name: &str,
+        rendered: &RenderedTask,
+        mode: &ImageMode,
+    ) -> Result<ProcessSpec> {
+        let mut env = rendered.env.clone();
+        env.extend(mode.fault_env.clone());
+        let mut binds = Vec::new();
+        if let Some(token) = env.get("AWS_WEB_IDENTITY_TOKEN_FILE").cloned() {
+            // As the kubelet does, the pod's projected token belongs to the pod's user: a copy of
+            // the run's token for this task, owned by the image's user.
+            let dir = self.config.state_dir.join("tasks").join(name);
+            let copy = dir.join("token");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::copy(&token, &copy).with_context(|| {
+                format!("cannot copy the projected token to {}", copy.display())
+            })?;
+            if let Some((uid, gid)) = numeric_user(&mode.user) {
+                let owner = |path: &Path| {
+                    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+                        .with_context(|| format!("cannot give {} to uid {uid}", path.display()))
+                };
+                owner(&dir)?;
+                owner(&copy)?;
+            }
+            env.insert(
+                "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+                copy.display().to_string(),
+            );
+            binds.push((dir, true));
+        }
+        Ok(ProcessSpec {
+            name: name.to_string(),
+            program: PathBuf::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: self.config.state_dir.clone(),
+            log: self.config.log_dir().join(format!("{name}.log")),
+            run_as: None,
+            stop_signal: StopSignal::Term,
+            port: 0,
+            container: Some(ContainerSpec {
+                image: mode.image.clone(),
+                command: Vec::new(),
+                env,
+                container_port: rendered.shape.container_port,
+                binds,
+                volumes: Vec::new(),
+                user: None,
+            }),
+            fork_server: None,
+        })
+    }
+
+    /// Starts one task and waits for its health check.
+    async fn start_task(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        name: &str,
+        rendered: &RenderedTask,
+        mode: &ImageMode,
+    ) -> Result<(String, f64)> {
+        let step = Step::start(name);
+        let result: Result<(String, f64)> = async {
+            let t0 = Instant::now();
+            let spec = self.task_spec(name, rendered, mode)?;
+            let (process, port) = self.start_spec(&spec).await?;
+            let url = format!("http://127.0.0.1:{port}");
+            let record = ServiceRecord {
+                process: process.clone(),
+                port,
+                url: url.clone(),
+                log: spec.log.clone(),
+                probe: Probe::Http {
+                    url: format!("{url}{}", mode.health_path),
+                    ca_file: None,
+                },
+                tier: INSTANCE_TIER,
+                restarts: 0,
+                last_exit: None,
+            };
+            self.record(state, name, record.clone())?;
+            step.set_message(format!("waiting for {url}{}", mode.health_path));
+            net::wait_until(
+                name,
+                TASK_READY_TIMEOUT,
+                Duration::from_millis(500),
+                self.alive_fn(&process),
+                || {
+                    let record = record.clone();
+                    async move { Ok(super::probe(&record, None, "").await.is_ok()) }
+                },
+            )
+            .await
+            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
+            Ok((name.to_string(), t0.elapsed().as_secs_f64()))
+        }
+        .await;
+        finish_step(step, &result);
+        result
+    }
+
+    /// Image mode's tier: checks the image's contract against the task, starts the tasks, then the
+    /// gateway in front of them.
+    pub(super) async fn start_image_tasks(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        request: &ImageRequest,
+    ) -> Result<Vec<(String, f64)>> {
+        let docker = self.docker()?;
+        let image = request.image.clone();
+        // Present or pulled, then its contract (labels) and user.
+        let (labels, image_user) = tokio::task::spawn_blocking(move || {
+            docker.image_for(&image)?;
+            docker.image_labels(&image)
+        })
+        .await??;
+        let template = self.template_path(request.template.as_deref());
+        let rendered = self.render_task(state, &request.image, &template).await?;
+        let findings = taskdef::contract_findings(
+            &rendered.shape,
+            labels.get(taskdef::REQUIRES_ENV_LABEL).map(String::as_str),
+        );
+        if !findings.is_empty() {
+            let lines: Vec<String> = findings.iter().map(|f| format!("  - {f}")).collect();
+            bail!(
+                "{} cannot run as {} gives it ({} finding{}):\n{}\nfix the TaskDefinition's Environment/Secrets (or the image), then run `up --image` again",
+                request.image,
+                template.display(),
+                findings.len(),
+                if findings.len() == 1 { "" } else { "s" },
+                lines.join("\n")
+            );
+        }
+        let tasks = request
+            .tasks
+            .unwrap_or(rendered.shape.desired_count as usize)
+            .max(request.min_tasks)
+            .max(1);
+        let tenantmgr = labels
+            .get(taskdef::TENANTMGR_LABEL)
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_TENANTMGR)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let mode = ImageMode {
+            image: request.image.clone(),
+            user: image_user,
+            tasks,
+            template,
+            tenantmgr,
+            health_path: rendered.shape.health_path.clone(),
+            sticky: rendered.shape.sticky,
+            fault_env: request.fault_env.clone(),
+        };
+        mode.write(&self.config.state_dir)?;
+        let started = mode
+            .task_names()
+            .into_iter()
+            .map(|name| {
+                let (rendered, mode) = (&rendered, &mode);
+                async move { self.start_task(state, &name, rendered, mode).await }
+            })
+            .collect::<Vec<_>>();
+        let mut ready = futures::future::try_join_all(started).await?;
+        self.write_pool_routes(state, &mode)?;
+        let gateway_port = net::resolve_port("gateway", self.config.ports.gateway)?;
+        ready.push(self.start_gateway(state, gateway_port).await?);
+        Ok(ready)
+    }
+
+    /// The gateway's routes for image mode: every task, as the target group's targets.
+    fn write_pool_routes(&self, state: &Arc<Mutex<RunState>>, mode: &ImageMode) -> Result<()> {
+        let snapshot = state.lock().expect("state lock").clone();
+        let pool = mode
+            .task_names()
+            .iter()
+            .map(|name| Stack::service_port(&snapshot, name))
+            .collect::<Result<Vec<u16>>>()?;
+        Routes {
+            routing: crate::gateway::Routing::Path,
+            pool,
+            sticky: mode.sticky,
+            ..Routes::default()
+        }
+        .write(&self.routes_path())
+    }
+
+    /// Starts a crashed task again (`up` repair and the supervisor), as ECS replaces a task.
+    pub(super) async fn restart_task(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        name: &str,
+    ) -> Result<(String, f64)> {
+        let mode = ImageMode::read(&self.config.state_dir)?
+            .ok_or_else(|| anyhow!("{name} is a task but the run is not in image mode"))?;
+        let rendered = self.render_task(state, &mode.image, &mode.template).await?;
+        let started = self.start_task(state, name, &rendered, &mode).await?;
+        // The engine gave the new container a new port: the target group follows it.
+        self.write_pool_routes(state, &mode)?;
+        Ok(started)
+    }
+
+    /// Runs the image's tenant manager (`tenantmgr` + `args`) in the first task, as `docker exec`
+    /// / ECS Exec would.
+    pub fn tenantmgr(&self, args: &[String]) -> Result<CompletedRun> {
+        let mode = ImageMode::read(&self.config.state_dir)?.ok_or_else(|| {
+            anyhow!("the stack is not in image mode; start it with `cargo xtask up --image IMAGE`")
+        })?;
+        let state = self.running_state()?;
+        let docker = self.docker()?;
+        let task = mode
+            .task_names()
+            .into_iter()
+            .find_map(|name| state.services.get(&name)?.process.container.clone())
+            .ok_or_else(|| anyhow!("no task of {} is running", mode.image))?;
+        let mut command = mode.tenantmgr.clone();
+        command.extend(args.iter().cloned());
+        docker.exec_in(&task.id, command, TENANTMGR_TIMEOUT)
+    }
+}
+
+/// `uid[:gid]` of an image's numeric `USER` (`None` for root, names, or nothing).
+fn numeric_user(user: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    let uid: u32 = uid.parse().ok().filter(|u| *u != 0)?;
+    Some((uid, gid.parse().unwrap_or(uid)))
+}
+
+/// Creates (or updates) the RDS master user: a login role that may create roles and owns the
+/// database, not a superuser (RDS's master user is not one either).
+async fn ensure_master_user(
+    port: u16,
+    superuser_password: &str,
+    database: &str,
+    user: &str,
+    password: &str,
+) -> Result<()> {
+    let admin = postgres::PgTarget::superuser(port, superuser_password, database)
+        .connect()
+        .await?;
+    let ident = harness_core::sql::quote_ident(user);
+    let literal = harness_core::sql::quote_literal(password);
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .await?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    admin
+        .batch_execute(&format!(
+            "{verb} ROLE {ident} LOGIN CREATEROLE NOSUPERUSER PASSWORD {literal}; \
+             ALTER DATABASE {} OWNER TO {ident};",
+            harness_core::sql::quote_ident(database)
+        ))
+        .await
+        .with_context(|| format!("cannot create the RDS master user {user}"))?;
+    Ok(())
+}
+
+/// Creates secret `name` with `value` in the emulator, or gives it `value`; returns its ARN.
+async fn put_secret(
+    sm: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    value: &str,
+) -> Result<String> {
+    if let Ok(found) = sm.describe_secret().secret_id(name).send().await {
+        sm.put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(aws_sdk_secretsmanager::Error::from)
+            .with_context(|| format!("cannot update secret {name} in the emulator"))?;
+        return found.arn().map(String::from).context("secret without ARN");
+    }
+    let created = sm
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .map_err(aws_sdk_secretsmanager::Error::from)
+        .with_context(|| format!("cannot create secret {name} in the emulator"))?;
+    created
+        .arn()
+        .map(String::from)
+        .context("secret without ARN")
+}
+
+/// Reads a `Secrets` entry as ECS does: the secret's string, or one key of its JSON.
+async fn read_secret(
+    sm: &aws_sdk_secretsmanager::Client,
+    variable: &str,
+    secret: &taskdef::SecretRef,
+) -> Result<String> {
+    let value = sm
+        .get_secret_value()
+        .secret_id(&secret.arn)
+        .send()
+        .await
+        .map_err(aws_sdk_secretsmanager::Error::from)
+        .with_context(|| {
+            format!(
+                "{variable}: cannot read secret {} (ECS would fail to start the task)",
+                secret.arn
+            )
+        })?;
+    let text = value
+        .secret_string()
+        .with_context(|| format!("{variable}: secret {} has no string value", secret.arn))?;
+    match &secret.json_key {
+        None => Ok(text.to_string()),
+        Some(key) => {
+            let json: serde_json::Value = serde_json::from_str(text).with_context(|| {
+                format!(
+                    "{variable}: secret {} is not JSON, but ValueFrom names key {key}",
+                    secret.arn
+                )
+            })?;
+            json[key.as_str()]
+                .as_str()
+                .map(String::from)
+                .with_context(|| format!("{variable}: secret {} has no key {key}", secret.arn))
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! `validate` on the project's own templates (clean, cfn-lint included) and on deliberately broken
+//! fixtures under fixtures/cfn/, each asserting the exact finding it must produce.
+
+mod common;
+
+use harness::config::Config;
+use harness::validate::{run, Severity, ValidateOptions};
+
+/// `severity check rule file:line` of every finding of a fixture (cfn-lint off unless asked).
+async fn findings(case: &str, lint: bool) -> Vec<String> {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let options = ValidateOptions {
+        dir: root.join("fixtures/cfn").join(case),
+        lint,
+        rules: root.join("rules"),
+        extra_rules: Vec::new(),
+    };
+    let report = run(&config, &options).await.unwrap();
+    report
+        .findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{:?} {} {} {}:{}",
+                f.severity, f.check, f.rule, f.file, f.line
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn project_templates_pass_clean_with_cfn_lint() {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let options = ValidateOptions {
+        dir: root.join("aws"),
+        lint: true,
+        rules: root.join("rules"),
+        extra_rules: Vec::new(),
+    };
+    let report = run(&config, &options).await.unwrap();
+    assert_eq!(report.templates.len(), 4, "{:?}", report.templates);
+    assert_eq!(report.parameter_files.len(), 8);
+    let not_info: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity != Severity::Info)
+        .collect();
+    assert!(not_info.is_empty(), "{not_info:#?}");
+    assert_eq!(report.errors(), 0);
+}
+
+/// Both shapes of tenant routing on the ALB validate clean, cfn-lint included: path-pattern rules
+/// (one shared origin, as deployed) and host-header rules with a certificate covering the hosts.
+#[tokio::test]
+async fn tenant_routing_by_path_and_by_host_both_validate() {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    for shape in ["path", "host"] {
+        let options = ValidateOptions {
+            dir: root.join("fixtures/cfn-routing").join(shape),
+            lint: true,
+            rules: root.join("rules"),
+            extra_rules: Vec::new(),
+        };
+        let report = run(&config, &options).await.unwrap();
+        assert_eq!(report.templates.len(), 1, "{shape}: {:?}", report.templates);
+        let not_info: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity != Severity::Info)
+            .collect();
+        assert!(not_info.is_empty(), "{shape}: {not_info:#?}");
+    }
+}
+
+#[tokio::test]
+async fn dangling_import_is_an_error_at_its_line() {
+    assert_eq!(
+        findings("dangling-import", false).await,
+        [
+            "Error wiring dangling-import dangling-import/rds-stack.cfn.yaml:8",
+            "Info wiring unused-export dangling-import/vpc-stack.cfn.yaml:11",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_parameter_file_reports_each_problem() {
+    assert_eq!(
+        findings("bad-params", false).await,
+        [
+            "Error params missing-parameter bad-params/params/app-dev.json:1",
+            "Error params invalid-value bad-params/params/app-dev.json:2",
+            "Error params fargate-cpu-memory bad-params/params/app-dev.json:4",
+            "Error params invalid-value bad-params/params/app-dev.json:5",
+            "Error params unknown-parameter bad-params/params/app-dev.json:6",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn malformed_yaml_and_unknown_tags_are_file_line_errors() {
+    assert_eq!(
+        findings("malformed", false).await,
+        ["Error parse yaml-syntax malformed/bad-stack.cfn.yaml:6"]
+    );
+    assert_eq!(
+        findings("unknown-tag", false).await,
+        ["Error parse unknown-tag unknown-tag/tag-stack.cfn.yaml:7"]
+    );
+}
+
+#[tokio::test]
+async fn import_cycle_is_reported() {
+    assert_eq!(
+        findings("cycle", false).await,
+        ["Error wiring import-cycle cycle/a-stack.cfn.yaml:1"]
+    );
+}
+
+#[tokio::test]
+async fn cfn_lint_findings_join_the_report() {
+    assert_eq!(
+        findings("lint-error", true).await,
+        ["Error cfn-lint E3002 lint-error/topic-stack.cfn.yaml:6"]
+    );
+}
+
+#[tokio::test]
+async fn missing_directory_is_a_clear_error() {
+    let config = Config::load(&common::repo_root()).unwrap();
+    let options = ValidateOptions {
+        dir: common::repo_root().join("no-such-dir"),
+        lint: false,
+        rules: common::repo_root().join("rules"),
+        extra_rules: Vec::new(),
+    };
+    let err = run(&config, &options).await.unwrap_err().to_string();
+    assert!(err.contains("is not a directory"), "{err}");
+}
+
+/// `rule line message` of the guard findings for one fixture under fixtures/cfn/guard/.
+fn guard_findings(rule: &str) -> Vec<String> {
+    use harness::validate::{guard, params, template};
+    let root = common::repo_root();
+    let dir = root.join("fixtures/cfn/guard");
+    let file = format!("{rule}-stack.cfn.yaml");
+    let loaded = template::load(&dir.join(&file), &file).unwrap();
+    let param_files: Vec<_> = std::fs::read_dir(dir.join("params"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| params::load(&p, &p.display().to_string()).ok())
+        .collect();
+    let (rules, problems) = guard::load_rules(&root.join("rules"), &|p| p.display().to_string());
+    assert!(problems.is_empty(), "{problems:#?}");
+    guard::check(&[loaded], &param_files, &rules)
+        .iter()
+        .map(|f| format!("{} {} {}", f.rule, f.line, f.message))
+        .collect()
+}
+
+#[test]
+fn each_guard_rule_catches_its_fixture() {
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "rds_encrypted_with_cmk",
+            &[
+                "rds_encrypted_with_cmk 7 the Aurora cluster's storage is not encrypted",
+                "rds_encrypted_with_cmk 4 the Aurora cluster is not encrypted with a customer-managed KMS key",
+            ],
+        ),
+        (
+            "rds_managed_credentials",
+            &[
+                "rds_managed_credentials 9 the master password is a template value",
+                "rds_managed_credentials 4 the master credentials are not managed by Secrets Manager",
+            ],
+        ),
+        (
+            "rds_not_public",
+            &["rds_not_public 6 the database instance is publicly accessible"],
+        ),
+        (
+            "rds_protected_on_prd",
+            &[
+                "rds_protected_on_prd 13 [prd] deletion protection is off on prd",
+                "rds_protected_on_prd 14 [prd] prd keeps backups for less than 7 days",
+            ],
+        ),
+        (
+            "s3_encrypted_versioned_private",
+            &[
+                "s3_encrypted_versioned_private 4 the bucket has no default encryption",
+                "s3_encrypted_versioned_private 4 the bucket is not versioned",
+                "s3_encrypted_versioned_private 7 public access is not fully blocked (BlockPublicPolicy)",
+            ],
+        ),
+        (
+            "s3_tls_only",
+            &[
+                "s3_tls_only 1 no bucket policy denies plain-HTTP access",
+            ],
+        ),
+        (
+            "alb_http_only_redirects",
+            &["alb_http_only_redirects 9 an unconditional HTTP listener forwards traffic instead of redirecting to HTTPS"],
+        ),
+        (
+            "ecs_insights_and_exec",
+            &["ecs_insights_and_exec 7 Container Insights is off"],
+        ),
+        (
+            "ecs_exec_enabled",
+            &["ecs_exec_enabled 4 ECS Exec is off for the service"],
+        ),
+        (
+            "logs_have_retention",
+            &["logs_have_retention 4 the log group keeps logs forever"],
+        ),
+        (
+            "ecs_no_plaintext_secrets",
+            &["ecs_no_plaintext_secrets 11 a secret is passed as a plain environment variable"],
+        ),
+        (
+            "sg_no_world_ingress_except_web",
+            &["sg_no_world_ingress_except_web 12 a security group admits 0.0.0.0/0 on a port other than 80/443"],
+        ),
+        (
+            "ecr_scan_and_lifecycle",
+            &["ecr_scan_and_lifecycle 6 images are not scanned on push"],
+        ),
+        (
+            "kms_rotation",
+            &["kms_rotation 5 KMS key rotation is off"],
+        ),
+        (
+            "alb_tenant_rules_by_path_or_host",
+            &["alb_tenant_rules_by_path_or_host 8 a listener rule routes on something other than the path or the host header"],
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (rule, want) in expected {
+        let got = guard_findings(rule);
+        if got != *want {
+            mismatches.push(format!("{rule}: got {got:#?}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[tokio::test]
+async fn sarif_and_junit_carry_the_findings() {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let options = ValidateOptions {
+        dir: root.join("fixtures/cfn/dangling-import"),
+        lint: false,
+        rules: root.join("rules"),
+        extra_rules: Vec::new(),
+    };
+    let report = run(&config, &options).await.unwrap();
+    let sarif: serde_json::Value =
+        serde_json::from_str(&harness::validate::formats::sarif(&report)).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["ruleId"], "wiring/dangling-import");
+    assert_eq!(results[0]["level"], "error");
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+        8
+    );
+    let junit = harness::validate::formats::junit(&report);
+    assert!(junit.contains("tests=\"4\" failures=\"1\""), "{junit}");
+    assert!(
+        junit.contains("dangling-import/rds-stack.cfn.yaml:8 [wiring/dangling-import]"),
+        "{junit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehearsal_deploys_the_four_stacks_into_the_emulator() {
+    use harness::rehearse;
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let (templates, params) = rehearse::load_inputs(&root.join("aws")).unwrap();
+    let rehearsal = rehearse::run(&config, &templates, &params, "dev")
+        .await
+        .unwrap();
+    let names: Vec<(&str, &str)> = rehearsal
+        .stacks
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("langflow-acme-dev-vpc-stack", "CREATE_COMPLETE"),
+            ("langflow-acme-dev-rds-stack", "CREATE_COMPLETE"),
+            ("langflow-acme-dev-ecr-stack", "CREATE_COMPLETE"),
+            ("langflow-acme-dev-fargate-stack", "CREATE_COMPLETE"),
+        ],
+        "{rehearsal:#?}"
+    );
+    assert!(rehearsal.ok() && rehearsal.deleted);
+    let fargate = &rehearsal.stacks[3];
+    assert!(fargate
+        .outputs
+        .iter()
+        .any(|(k, v)| k == "ApplicationLoadBalancerDNSName" && v.ends_with(".elb.amazonaws.com")));
+
+    // A dangling import fails for real in the emulator's CloudFormation too.
+    let (templates, params) =
+        rehearse::load_inputs(&root.join("fixtures/cfn/dangling-import")).unwrap();
+    let broken = rehearse::run(&config, &templates, &params, "dev")
+        .await
+        .unwrap();
+    assert!(!broken.ok());
+    assert_eq!(broken.stacks[0].status, "CREATE_COMPLETE");
+    assert_ne!(broken.stacks[1].status, "CREATE_COMPLETE", "{broken:#?}");
+    let reason = broken.stacks[1].reason.clone().unwrap_or_default();
+    assert!(reason.contains("VpcIdd"), "{reason}");
+}
+
+fn irsa_findings(case: &str) -> Vec<String> {
+    let base = common::repo_root().join("fixtures/irsa");
+    let dir = base.join(case);
+    harness::validate::irsa::check(&dir.join("k8s"), &dir.join("iam"), "000000000000", &base)
+        .iter()
+        .map(|f| format!("{:?} {} {}:{}", f.severity, f.rule, f.file, f.line))
+        .collect()
+}
+
+#[test]
+fn irsa_manifests_must_agree_with_the_trust_policy() {
+    // The repository's own k8s/ and iam/ agree.
+    let root = common::repo_root();
+    let clean =
+        harness::validate::irsa::check(&root.join("k8s"), &root.join("iam"), "000000000000", &root);
+    assert!(clean.is_empty(), "{clean:#?}");
+    assert_eq!(
+        irsa_findings("wrong-sa"),
+        ["Error deployment-service-account wrong-sa/k8s/deployment.yaml:16"]
+    );
+    assert_eq!(
+        irsa_findings("wrong-namespace"),
+        ["Error trust-sub wrong-namespace/iam/langflow-role-trust.json:12"]
+    );
+    assert_eq!(
+        irsa_findings("no-aud"),
+        ["Error trust-aud no-aud/iam/langflow-role-trust.json:10"]
+    );
+    assert_eq!(
+        irsa_findings("wrong-role"),
+        ["Error service-account-role wrong-role/k8s/serviceaccount.yaml:8"]
+    );
+    assert_eq!(
+        irsa_findings("full-access"),
+        ["Warning least-privilege full-access/iam/langflow-role.json:4"]
+    );
+}
