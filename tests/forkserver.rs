@@ -361,7 +361,7 @@ async fn what_the_fork_server_cannot_prove_safe_is_spawned() {
         .unwrap();
     let config = Config::isolated(&common::repo_root(), &dir.path().join("state")).unwrap();
     std::fs::create_dir_all(&config.state_dir).unwrap();
-    let venv = harness::tenancy::migrate::ensure_langflow_venv(&config)
+    let venv = harness::services::langflow::ensure_venv(&config)
         .await
         .unwrap();
     let marker = harness::runtime::run_marker(&config);

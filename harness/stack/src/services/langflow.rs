@@ -11,11 +11,23 @@ use anyhow::{bail, Context, Result};
 
 use crate::services::aws;
 use crate::services::postgres::PgTarget;
-use crate::tenancy::OPERATOR_USERNAME;
 use harness_core::config::Config;
 use harness_core::net;
 use harness_core::venv::Venv;
 use harness_runtime::runtime::{ContainerSpec, Placement, ProcessSpec, StopSignal};
+
+/// The superuser every tenant instance is started with (`LANGFLOW_SUPERUSER`): Langflow 1.13
+/// refuses to start with auto-login off unless one is configured. Created by `schema-add` with a
+/// generated password kept in `secrets.json`; the harness uses it for operator tasks.
+pub const OPERATOR_USERNAME: &str = "langflow-infra-operator";
+
+/// Installs the Langflow venv if needed (progress shown) and returns it.
+pub async fn ensure_venv(config: &Config) -> Result<Venv> {
+    let venv = venv(config);
+    let (venv2, python) = (venv.clone(), config.tools.python.clone());
+    tokio::task::spawn_blocking(move || venv2.ensure(&python)).await??;
+    Ok(venv)
+}
 
 /// Pinned dependency set for the Langflow venv, resolved once and committed, so an install never
 /// backtracks through the resolver and every machine gets the same packages.
@@ -57,7 +69,7 @@ impl Launcher {
         let venv = if placement.containers {
             None
         } else {
-            Some(crate::tenancy::migrate::ensure_langflow_venv(config).await?)
+            Some(ensure_venv(config).await?)
         };
         Ok(Self {
             venv,

@@ -24,14 +24,6 @@ const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
 /// The Python entry point, run with the Langflow venv's interpreter.
 const MIGRATE_SCRIPT: &str = include_str!("../../../python/migrate_tenant.py");
 
-/// Installs the Langflow venv if needed (progress shown) and returns it.
-pub async fn ensure_langflow_venv(config: &Config) -> Result<harness_core::venv::Venv> {
-    let venv = langflow::venv(config);
-    let (venv2, python) = (venv.clone(), config.tools.python.clone());
-    tokio::task::spawn_blocking(move || venv2.ensure(&python)).await??;
-    Ok(venv)
-}
-
 /// Where migrations run: the runtime of the run (natively the venv's Python; in containers the
 /// Langflow image, so a tenant is migrated by the Langflow version that will serve it).
 #[derive(Clone)]

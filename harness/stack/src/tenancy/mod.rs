@@ -34,10 +34,8 @@ pub const SCHEMA_COMMENT: &str = "langflow-infra tenant";
 /// Comment of a tenant schema whose `schema-add` has not finished (migration, operator user):
 /// not a tenant yet. It becomes [`SCHEMA_COMMENT`] as the last step.
 pub const PROVISIONING_COMMENT: &str = "langflow-infra tenant (provisioning)";
-/// The superuser every tenant instance is started with (`LANGFLOW_SUPERUSER`): Langflow 1.13
-/// refuses to start with auto-login off unless one is configured. Created by `schema-add` with a
-/// generated password kept in `secrets.json`; the harness uses it for operator tasks.
-pub const OPERATOR_USERNAME: &str = "langflow-infra-operator";
+/// The superuser every tenant instance is started with (defined with the instance's settings).
+pub use crate::services::langflow::OPERATOR_USERNAME;
 /// Advisory lock key serialising tenant DDL: concurrent REVOKE/GRANT on the shared `public`
 /// schema and database rows otherwise fail with "tuple concurrently updated".
 const TENANT_DDL_LOCK: i64 = 0x6c66_695f_7465_6e74; // "lfi_tent"
