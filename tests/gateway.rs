@@ -543,6 +543,8 @@ async fn the_gateway_benchmark_measures_every_path() {
         clients: vec![1, 4],
         requests: 200,
         nginx: None,
+        ui_loads: 0,
+        root: common::repo_root(),
     };
     let report = harness::gateway_bench::run(&command, &options)
         .await

@@ -34,6 +34,7 @@ const PAGE_PATH: &str = "/tenant/bench/page";
 const TARGET_ADDED_P50_MS: f64 = 1.0;
 const TARGET_ADDED_P99_MS: f64 = 3.0;
 const TARGET_THROUGHPUT_VS_NGINX: f64 = 0.9;
+const TARGET_UI_LOAD_RATIO: f64 = 1.1;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -44,6 +45,11 @@ pub struct GatewayBenchOptions {
     pub requests: usize,
     /// The nginx binary; `None` looks for `nginx` on PATH and in /usr/sbin.
     pub nginx: Option<PathBuf>,
+    /// Cold loads of a tenant's UI in headless Chromium per path (direct and through the gateway)
+    /// on a one-tenant stack; 0 leaves the UI part out.
+    pub ui_loads: usize,
+    /// The repository root (its configuration starts the one-tenant stack for the UI part).
+    pub root: PathBuf,
 }
 
 impl Default for GatewayBenchOptions {
@@ -52,6 +58,8 @@ impl Default for GatewayBenchOptions {
             clients: vec![1, 16],
             requests: 20_000,
             nginx: None,
+            ui_loads: 5,
+            root: PathBuf::from("."),
         }
     }
 }
@@ -103,11 +111,31 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// A tenant's UI loaded cold (fresh browser context: no cache, no cookies) in headless Chromium,
+/// from navigation start to the end of the last request the page made.
+#[derive(Debug, Clone, Serialize)]
+pub struct UiFigures {
+    /// Loads per path (after one warm-up load each).
+    pub loads: usize,
+    /// Requests one load made (the page and everything it fetched), direct.
+    pub requests_per_load: usize,
+    /// Median load, straight to the tenant's instance, ms.
+    pub direct_ms: f64,
+    /// Median load through the gateway, ms.
+    pub gateway_ms: f64,
+    /// Every load, ms: (direct, gateway) pairs in the order they ran.
+    pub samples_ms: Vec<(f64, f64)>,
+}
+
 /// The whole benchmark.
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayBenchReport {
     /// Every path × concurrency.
     pub rows: Vec<PathFigures>,
+    /// The UI page load, direct vs gateway (None when left out).
+    pub ui: Option<UiFigures>,
+    /// Why the UI part was left out, when it was.
+    pub ui_missing: Option<String>,
     /// What the gateway and nginx add over the direct path.
     pub added: Vec<AddedFigures>,
     /// The targets.
@@ -212,12 +240,134 @@ pub async fn run(
             });
         }
     }
+    let (ui, ui_missing) = if options.ui_loads == 0 {
+        (None, Some("left out (--ui-loads 0)".to_string()))
+    } else {
+        match crate::browser::find_chromium()? {
+            None => (
+                None,
+                Some("no Chromium found (apt-get install chromium)".to_string()),
+            ),
+            Some(chromium) => (Some(ui_page_load(gateway, options, &chromium).await?), None),
+        }
+    };
+    if let Some(ui) = &ui {
+        let ratio = ui.gateway_ms / ui.direct_ms;
+        targets.push(Target {
+            name: "UI page load through the gateway / direct".into(),
+            value: ratio,
+            limit: format!("≤ {TARGET_UI_LOAD_RATIO}"),
+            met: Some(ratio <= TARGET_UI_LOAD_RATIO),
+        });
+    }
     Ok(GatewayBenchReport {
         rows,
+        ui,
+        ui_missing,
         added,
         targets,
         nginx_missing,
     })
+}
+
+/// The end of the last request of the page in the tab, ms after navigation start (the page's own
+/// performance timeline: the document and every resource it fetched).
+const PAGE_DONE_MS: &str = "Math.max(...performance.getEntries().map(e => e.responseEnd || 0))";
+/// Requests the page made (the document and its resources).
+const PAGE_REQUESTS: &str = "performance.getEntriesByType('resource').length + 1";
+/// The UI has rendered its login form.
+const LOGIN_FORM: &str = "document.querySelector('input[type=password]') !== null";
+
+/// Starts a one-tenant native stack and loads its UI cold, alternately straight from the
+/// instance and through the gateway: one warm-up each, then `options.ui_loads` each.
+async fn ui_page_load(
+    gateway: &GatewayCommand,
+    options: &GatewayBenchOptions,
+    chromium: &Path,
+) -> Result<UiFigures> {
+    let dir = tempfile::Builder::new()
+        .prefix("lfi-gwbench-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let yaml = format!(
+        "tenants:\n  - prefix: {TENANT}\n    users:\n      - username: admin@{TENANT}.com\n        superuser: true\n"
+    );
+    let config = crate::config::Config::isolated_with_tenants(&options.root, dir.path(), &yaml)?;
+    let stack = crate::stack::Stack::new(config.clone())
+        .with_runtime(crate::runtime::for_run("native", &config)?)
+        .with_gateway_command(gateway.clone());
+    let result = async {
+        crate::progress::println("bench: starting a one-tenant stack for the UI page load");
+        let up = stack.up().await?;
+        let tenant = up
+            .tenants
+            .iter()
+            .find(|t| t.prefix == TENANT)
+            .ok_or_else(|| anyhow!("the bench tenant did not come up"))?;
+        let gateway_url = tenant.url.clone();
+        let direct_url = format!(
+            "http://127.0.0.1:{}{}/",
+            tenant.instance_port,
+            config.gateway.routing.root_path(TENANT)
+        );
+        let browser = crate::browser::Chromium::launch(chromium).await?;
+        let measured = async {
+            let mut samples = Vec::new();
+            let mut requests = 0;
+            for round in 0..=options.ui_loads {
+                let (direct, n) = load_once(&browser, &direct_url).await?;
+                let (through, _) = load_once(&browser, &gateway_url).await?;
+                if round > 0 {
+                    samples.push((direct, through));
+                    requests = n;
+                }
+            }
+            Ok::<_, anyhow::Error>((samples, requests))
+        }
+        .await;
+        browser.close().await;
+        let (samples, requests) = measured?;
+        let median = |pick: fn(&(f64, f64)) -> f64| {
+            let mut values: Vec<f64> = samples.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        Ok(UiFigures {
+            loads: samples.len(),
+            requests_per_load: requests,
+            direct_ms: median(|s| s.0),
+            gateway_ms: median(|s| s.1),
+            samples_ms: samples,
+        })
+    }
+    .await;
+    stack.down(true)?;
+    result
+}
+
+/// One cold load of `url` in a fresh browser context: (ms until the last request ended, requests).
+async fn load_once(browser: &crate::browser::Chromium, url: &str) -> Result<(f64, usize)> {
+    let tab = browser.isolated_tab().await?;
+    let measured = async {
+        tab.goto(url).await?;
+        tab.wait_for("the login form", LOGIN_FORM, Duration::from_secs(60))
+            .await?;
+        // Let the requests the rendered form starts finish, then read the timeline.
+        let mut last = 0usize;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now: usize = tab.eval(PAGE_REQUESTS).await?;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let done: f64 = tab.eval(PAGE_DONE_MS).await?;
+        Ok::<_, anyhow::Error>((done, last))
+    }
+    .await;
+    tab.close().await;
+    measured
 }
 
 /// nginx on PATH or in /usr/sbin (Debian puts it there; root's PATH has it, a user's may not).

@@ -403,9 +403,29 @@ pub fn gateway_bench_table(report: &crate::gateway_bench::GatewayBenchReport) ->
             }),
         ]);
     }
-    let mut out = format!("{rows}\n{added}\n{targets}");
+    let mut out = format!("{rows}\n{added}\n");
+    if let Some(ui) = &report.ui {
+        let mut page = table(&["UI page load (cold)", "loads", "requests", "median"]);
+        page.add_row(vec![
+            Cell::new("direct"),
+            Cell::new(ui.loads),
+            Cell::new(ui.requests_per_load),
+            Cell::new(format!("{:.0} ms", ui.direct_ms)),
+        ]);
+        page.add_row(vec![
+            Cell::new("through the gateway"),
+            Cell::new(ui.loads),
+            Cell::new(ui.requests_per_load),
+            Cell::new(format!("{:.0} ms", ui.gateway_ms)),
+        ]);
+        out.push_str(&format!("{page}\n"));
+    }
+    out.push_str(&targets.to_string());
     if let Some(note) = &report.nginx_missing {
         out.push_str(&format!("\nnote: {note}"));
+    }
+    if let Some(note) = &report.ui_missing {
+        out.push_str(&format!("\nnote: UI page load {note}"));
     }
     out
 }

@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// With --gateway: requests per configuration (after a warm-up of 50 per client).
     #[arg(long, default_value_t = 20_000, requires = "gateway")]
     requests: usize,
+    /// With --gateway: cold loads of a tenant's UI in headless Chromium per path (direct and
+    /// through the gateway) on a one-tenant stack; 0 leaves it out.
+    #[arg(long, default_value_t = 5, requires = "gateway")]
+    ui_loads: usize,
 }
 
 /// Runs the benchmark on isolated stacks (`stack` only supplies the configuration; `runtime` is
@@ -53,6 +57,7 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
         gateway,
         clients,
         requests,
+        ui_loads,
     } = args;
     let (root, servers) = (&stack.config().root, gateway_command()?);
     if gateway {
@@ -60,6 +65,8 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
             clients,
             requests,
             nginx: None,
+            ui_loads,
+            root: root.clone(),
         };
         let report = harness::gateway_bench::run(&servers, &options).await?;
         if json {
