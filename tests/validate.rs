@@ -360,3 +360,87 @@ fn irsa_manifests_must_agree_with_the_trust_policy() {
         ["Warning least-privilege full-access/iam/langflow-role.json:4"]
     );
 }
+
+/// A template set AWS would deploy but whose policy findings are error-level is still rehearsed
+/// (`validate --rehearse`): the findings are reported and fail the run, the stacks are created in
+/// the emulator all the same (before, the rehearsal was refused until every finding was fixed).
+#[test]
+fn policy_findings_do_not_block_the_rehearsal() {
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("aws");
+    std::fs::create_dir_all(set.join("params")).unwrap();
+    std::fs::create_dir_all(set.join("apps")).unwrap();
+    for entry in [
+        "vpc-stack.cfn.yaml",
+        "rds-stack.cfn.yaml",
+        "ecr-stack.cfn.yaml",
+    ] {
+        std::fs::copy(root.join("aws").join(entry), set.join(entry)).unwrap();
+    }
+    std::fs::copy(
+        root.join("aws/apps/fargate-stack.cfn.yaml"),
+        set.join("apps/fargate-stack.cfn.yaml"),
+    )
+    .unwrap();
+    for entry in std::fs::read_dir(root.join("aws/params")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), set.join("params").join(entry.file_name())).unwrap();
+    }
+    // A policy violation the emulator does not care about: the database key without rotation.
+    let rds = set.join("rds-stack.cfn.yaml");
+    let text = std::fs::read_to_string(&rds).unwrap();
+    assert!(text.contains("EnableKeyRotation: true"));
+    std::fs::write(
+        &rds,
+        text.replace("EnableKeyRotation: true", "EnableKeyRotation: false"),
+    )
+    .unwrap();
+
+    let output = std::process::Command::new(common::xtask_binary())
+        .args([
+            "validate",
+            "--no-lint",
+            "--format",
+            "json",
+            "--rehearse",
+            "dev",
+            "--dir",
+        ])
+        .arg(&set)
+        .env("LANGFLOW_INFRA_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
+    let errors: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert!(
+        errors.iter().any(|f| f["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("rotation")
+            || f["rule"]
+                .as_str()
+                .unwrap_or("")
+                .to_lowercase()
+                .contains("rotation")),
+        "the key rotation finding is reported: {errors:#?}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "findings fail the run; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("not rehearsing"), "{stderr}");
+    for stack in ["vpc", "rds", "ecr", "fargate"] {
+        let line = format!("rehearse: langflow-acme-dev-{stack}-stack CREATE_COMPLETE");
+        assert!(stderr.contains(&line), "{line} missing: {stderr}");
+    }
+}

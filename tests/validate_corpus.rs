@@ -685,24 +685,6 @@ fn parse_findings_name_the_reason() {
     assert_eq!(load("ok.json", b"{\"Resources\": {}}"), None);
 }
 
-/// The xtask binary, built if needed (same profile and target dir as this test).
-fn xtask_binary() -> PathBuf {
-    let target_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "xtask"])
-        .current_dir(common::repo_root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p xtask failed");
-    target_dir.join("xtask")
-}
-
 /// Runs `xtask validate ARGS` under the memory limit; (exit code, stdout, seconds).
 fn validate_binary(binary: &Path, args: &[&str]) -> (i32, String, f64) {
     let started = Instant::now();
@@ -725,7 +707,7 @@ fn validate_binary(binary: &Path, args: &[&str]) -> (i32, String, f64) {
 #[test]
 fn the_binary_always_prints_a_report_and_exits_0_or_1() {
     let root = common::repo_root();
-    let binary = xtask_binary();
+    let binary = common::xtask_binary();
     let hostile = tempfile::tempdir().unwrap();
     let dir = hostile.path().join("hostile");
     std::fs::create_dir_all(&dir).unwrap();

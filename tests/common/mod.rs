@@ -39,3 +39,22 @@ impl std::ops::Deref for Running {
         &self.0
     }
 }
+
+/// The `cargo xtask` binary, built if needed (same profile and target dir as the running test; a
+/// no-op after `cargo build --workspace`, whose features are the same).
+pub fn xtask_binary() -> PathBuf {
+    let target_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "xtask"])
+        .current_dir(repo_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p xtask failed");
+    target_dir.join("xtask")
+}

@@ -44,8 +44,8 @@ pub enum ValidateFormat {
     Junit,
 }
 
-/// Runs every check, then the rehearsal when asked and nothing is wrong; prints the report;
-/// failure on an error-level finding or a failed rehearsal.
+/// Runs every check, then the rehearsal when asked (findings do not block it); prints the
+/// report; failure on an error-level finding or a failed rehearsal.
 pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
     let ValidateArgs {
         dir,
@@ -69,7 +69,7 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
             .collect(),
     };
     let report = harness_cfn::validate::run(config, &options).await?;
-    let rehearsal_ok = rehearse_if_asked(config, &options, &report, rehearse.as_deref()).await?;
+    let rehearsal_ok = rehearse_if_asked(config, &options, rehearse.as_deref()).await?;
     match format {
         ValidateFormat::Human => println!("{}", harness_cfn::validate::formats::human(&report)),
         ValidateFormat::Json => print_json(&report)?,
@@ -79,23 +79,20 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
     Ok(exit_code(report.errors() == 0 && rehearsal_ok))
 }
 
-/// `--rehearse STAGE`: deploys the templates into the emulator (when nothing is wrong) and prints
-/// the rehearsal on stderr; whether it went well (true when not asked).
+/// `--rehearse STAGE`: deploys the templates into the emulator, whatever the policy findings, and
+/// prints the rehearsal on stderr; whether it went well (true when not asked).
 #[cfg(feature = "full")]
 async fn rehearse_if_asked(
     config: &Config,
     options: &harness_cfn::validate::ValidateOptions,
-    report: &harness_cfn::validate::ValidateReport,
     stage: Option<&str>,
 ) -> Result<bool> {
+    // Policy findings do not stop the rehearsal (AWS would deploy such a template): they are in
+    // the report; only what the emulator refuses makes the rehearsal fail.
     let rehearsal = match stage {
-        Some(stage) if report.errors() == 0 => {
+        Some(stage) => {
             let (templates, params) = harness::rehearse::load_inputs(&options.dir)?;
             Some(harness::rehearse::run(config, &templates, &params, stage).await?)
-        }
-        Some(_) => {
-            eprintln!("not rehearsing: fix the error-level findings first");
-            None
         }
         None => None,
     };
@@ -110,7 +107,6 @@ async fn rehearse_if_asked(
 async fn rehearse_if_asked(
     _config: &Config,
     _options: &harness_cfn::validate::ValidateOptions,
-    _report: &harness_cfn::validate::ValidateReport,
     stage: Option<&str>,
 ) -> Result<bool> {
     match stage {
