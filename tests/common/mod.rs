@@ -1,15 +1,18 @@
-//! Helpers shared by the integration tests. Each test binary uses a subset of them.
+//! Helpers shared by the integration tests (of tests/ and tests/images/). Each test binary uses a
+//! subset of them.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use harness::stack::Stack;
 
-/// The repository root (harness.toml, aws/, fixtures/).
+/// The repository root (harness.toml, aws/, fixtures/): the nearest folder above this test
+/// package that holds `harness.toml` (tests/ and tests/images/ both use these helpers).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("harness lives in the workspace")
+        .ancestors()
+        .find(|dir| dir.join("harness.toml").is_file())
+        .expect("the test package lives in the repository")
         .to_path_buf()
 }
 
@@ -57,4 +60,16 @@ pub fn xtask_binary() -> PathBuf {
         .expect("cargo runs");
     assert!(status.success(), "cargo build -p xtask failed");
     target_dir.join("xtask")
+}
+
+/// The harness's servers as `cargo xtask` runs them (its hidden `gateway-serve`,
+/// `identity-serve` and `supervise` commands), for suites outside the package that builds the
+/// standalone server binary.
+pub fn cli_servers() -> harness::stack::GatewayCommand {
+    harness::stack::GatewayCommand {
+        program: xtask_binary(),
+        args: vec!["gateway-serve".into()],
+        identity_args: vec!["identity-serve".into()],
+        supervisor_args: vec!["supervise".into()],
+    }
 }

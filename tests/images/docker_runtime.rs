@@ -5,6 +5,7 @@
 //! of a run whose state file was lost are swept by the next `up`. (The full stack with Langflow
 //! containers is exercised by `cargo xtask e2e --runtime docker` in CI.)
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

@@ -5,6 +5,7 @@
 //! no Langflow, no emulator, no state shared between tests. (Schema-add that succeeds, users and
 //! their passwords are covered with real Langflow in `tenancy.rs`.)
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! fails exactly the forged-token checks; a stock Langflow image, which the TaskDefinition gives no
 //! database URL and no signing key, is refused before anything starts, naming both variables.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use harness::config::Config;
@@ -16,7 +17,7 @@ const REFERENCE_IMAGE: &str = "langflow-infra/langflow-multi-tenant:1.13.0";
 const STOCK_IMAGE: &str = "langflow-infra/langflow:1.13.0";
 
 fn gateway() -> GatewayCommand {
-    GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"))
+    common::cli_servers()
 }
 
 fn options(fault: Option<Fault>) -> LocalOptions {

@@ -4,6 +4,7 @@
 //! premise it lacks come out as skipped — never passed — while ministack, probed by the same
 //! script, enforces them. LocalStack natively is refused with the fix, leaving nothing behind.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
@@ -17,13 +18,13 @@ use harness::stack::{GatewayCommand, Stack};
 
 fn probe() -> ProbeCommand {
     ProbeCommand {
-        program: env!("CARGO_BIN_EXE_langflow-infra-creds-probe").into(),
-        args: Vec::new(),
+        program: common::xtask_binary(),
+        args: vec!["creds-probe".into()],
     }
 }
 
 fn gateway() -> GatewayCommand {
-    GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"))
+    common::cli_servers()
 }
 
 fn config(dir: &std::path::Path, emulator: Emulator) -> Config {

@@ -6,6 +6,7 @@
 //! import while the other tenant keeps serving, and the
 //! image refuses to start without a required variable. Everything goes with `down -v`.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
