@@ -161,11 +161,11 @@ pub async fn run(
     }
     let work = tempfile::tempdir().context("cannot create a temp dir for the gateway bench")?;
     let backend = Backend::start()?;
-    let gateway_proc = GatewayProcess::start(gateway, work.path(), backend.port).await?;
+    let gateway_proc = Proxy::gateway(gateway, work.path(), backend.port).await?;
     let nginx_bin = options.nginx.clone().or_else(find_nginx);
     let (nginx_proc, nginx_missing) = match nginx_bin {
         Some(bin) => (
-            Some(Nginx::start(&bin, work.path(), backend.port).await?),
+            Some(Proxy::nginx(&bin, work.path(), backend.port).await?),
             None,
         ),
         None => (
@@ -548,14 +548,27 @@ async fn serve_backend(listener: TcpListener) {
     }
 }
 
-/// The real gateway process, routing the bench tenant to the backend.
-struct GatewayProcess {
+/// A proxy process in front of the backend (the gateway or nginx), stopped with SIGTERM when
+/// dropped (nginx's workers exit with their master).
+struct Proxy {
     port: u16,
     child: tokio::process::Child,
 }
 
-impl GatewayProcess {
-    async fn start(command: &GatewayCommand, dir: &Path, backend: u16) -> Result<Self> {
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+impl Proxy {
+    /// The real gateway process, routing the bench tenant to the backend.
+    async fn gateway(command: &GatewayCommand, dir: &Path, backend: u16) -> Result<Self> {
         let routes_path = dir.join("routes.json");
         let mut routes = Routes::default();
         routes.tenants.insert(
@@ -583,22 +596,9 @@ impl GatewayProcess {
         wait_for_port(port, "the gateway", &dir.join("gateway.log")).await?;
         Ok(Self { port, child })
     }
-}
 
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// nginx as a keep-alive reverse proxy to the backend, everything in `dir`.
-struct Nginx {
-    port: u16,
-    child: tokio::process::Child,
-}
-
-impl Nginx {
-    async fn start(binary: &Path, dir: &Path, backend: u16) -> Result<Self> {
+    /// nginx as a keep-alive reverse proxy to the backend, everything in `dir`.
+    async fn nginx(binary: &Path, dir: &Path, backend: u16) -> Result<Self> {
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
         let port = crate::net::free_ports(1)?[0];
@@ -617,18 +617,6 @@ impl Nginx {
             .with_context(|| format!("cannot start {}", binary.display()))?;
         wait_for_port(port, "nginx", &prefix.join("logs/error.log")).await?;
         Ok(Self { port, child })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT-free stop: the master is killed, its workers exit with it (they watch it).
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
     }
 }
 
