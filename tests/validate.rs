@@ -220,10 +220,6 @@ fn each_guard_rule_catches_its_fixture() {
             &["logs_have_retention 4 the log group keeps logs forever"],
         ),
         (
-            "ecs_no_plaintext_secrets",
-            &["ecs_no_plaintext_secrets 11 a secret is passed as a plain environment variable"],
-        ),
-        (
             "sg_no_world_ingress_except_web",
             &["sg_no_world_ingress_except_web 12 a security group admits 0.0.0.0/0 on a port other than 80/443"],
         ),
@@ -443,4 +439,110 @@ fn policy_findings_do_not_block_the_rehearsal() {
         let line = format!("rehearse: langflow-acme-dev-{stack}-stack CREATE_COMPLETE");
         assert!(stderr.contains(&line), "{line} missing: {stderr}");
     }
+}
+
+/// The `secrets` findings of `validate` on a fixture set: "severity rule resource variable | message".
+async fn secrets_findings(set: &str) -> Vec<(String, String)> {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let options = ValidateOptions {
+        dir: root.join("fixtures/cfn-secrets").join(set),
+        lint: false,
+        rules: root.join("rules"),
+        extra_rules: Vec::new(),
+    };
+    let report = harness::validate::run(&config, &options).await.unwrap();
+    report
+        .findings
+        .iter()
+        .filter(|f| f.check == "secrets")
+        .map(|f| {
+            let variable = f
+                .message
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            (
+                format!("{:?} {} {}", f.severity, f.rule, variable),
+                format!("{}:{} {}", f.file, f.line, f.message),
+            )
+        })
+        .collect()
+}
+
+/// Secrets are found by where their value comes from, not by the variable's name: a NoEcho
+/// parameter whole or inside a Fn::Sub URL, a secure dynamic reference, and a secret two stacks
+/// away (exported, imported into another export's URL, imported into the task); each error names
+/// the variable and the source. Plain values stay quiet; a secret-like name of unknown origin is a
+/// warning; the same stacks with the URL in Secrets Manager and `Secrets:` are clean.
+#[tokio::test]
+async fn secrets_are_followed_by_data_flow_not_by_name() {
+    let single = secrets_findings("single").await;
+    let kinds: Vec<&str> = single.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Error secret-in-environment DB_PASS",
+            "Error secret-in-environment LANGFLOW_DATABASE_URL",
+            "Error secret-in-environment EXTERNAL_API_KEY",
+            "Warning secret-name-in-environment SESSION_TOKEN_HINT",
+        ],
+        "{single:#?}"
+    );
+    assert!(
+        single[0].1.contains("is the NoEcho parameter DBPassword"),
+        "{single:#?}"
+    );
+    assert!(
+        single[1]
+            .1
+            .contains("carries the NoEcho parameter DBPassword"),
+        "{single:#?}"
+    );
+    assert!(
+        single[2]
+            .1
+            .contains("{{resolve:ssm-secure:/app/external-api-key}}"),
+        "{single:#?}"
+    );
+    // Each finding points at its own Environment entry.
+    let lines: Vec<&str> = single
+        .iter()
+        .map(|(_, m)| m.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "single/app-stack.cfn.yaml:38",
+            "single/app-stack.cfn.yaml:40",
+            "single/app-stack.cfn.yaml:42",
+            "single/app-stack.cfn.yaml:44",
+        ],
+        "{single:#?}"
+    );
+
+    let chain = secrets_findings("chain").await;
+    assert_eq!(chain.len(), 1, "{chain:#?}");
+    let (kind, message) = &chain[0];
+    assert_eq!(kind, "Error secret-in-environment LANGFLOW_DATABASE_URL");
+    assert!(
+        message.starts_with("chain/service-stack.cfn.yaml:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the export ${?}-DatabaseUrl of chain/database-stack.cfn.yaml, which carries the export ${?}-AdminPassword of chain/secrets-stack.cfn.yaml, which carries the NoEcho parameter AdminPassword"),
+        "{message}"
+    );
+
+    assert_eq!(secrets_findings("fixed").await, Vec::new());
+    let name_only = secrets_findings("name-only").await;
+    assert_eq!(
+        name_only
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        ["Warning secret-name-in-environment DB_PASSWORD"],
+        "{name_only:#?}"
+    );
 }

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod irsa;
 pub mod lint;
 pub mod params;
+pub mod secrets;
 pub mod template;
 pub mod wiring;
 
@@ -43,7 +44,7 @@ pub enum Severity {
 /// One problem found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
-    /// Which check found it: discover, parse, guard, cfn-lint, wiring, params, irsa.
+    /// Which check found it: discover, parse, guard, cfn-lint, wiring, secrets, params, irsa.
     pub check: String,
     /// Rule id within the check.
     pub rule: String,
@@ -250,6 +251,12 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
         wiring::check(&templates, &param_files)
     }));
     timings.push(("wiring".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    findings.extend(guarded("secrets", &display(dir), || {
+        secrets::check(&templates)
+    }));
+    timings.push(("secrets".to_string(), t.elapsed().as_secs_f64()));
 
     // The image contract: what the reference image requires against what its task is given,
     // when the repository has the image.

@@ -597,6 +597,31 @@ fn outside_convention(
     findings
 }
 
+/// `value` (an export or import name) evaluated in `template` with its parameter defaults and an
+/// unknown stack name; parts known only at deploy time become wildcards ([`names_can_match`]).
+pub(crate) fn open_name(value: &Value, template: &Template) -> Option<String> {
+    let params = template.parameter_defaults();
+    let empty = BTreeMap::new();
+    let ctx = Ctx {
+        stack_name: "",
+        params: &params,
+        exports: &empty,
+        conditions: template.body["Conditions"].as_object(),
+        open: true,
+    };
+    eval(value, &ctx)
+}
+
+/// A name from [`open_name`] as people read it: wildcards shown as `${?}`.
+pub(crate) fn shown_name(name: &str) -> String {
+    name.replace(UNKNOWN, "${?}")
+}
+
+/// Whether two names from [`open_name`] can be equal once deployed.
+pub(crate) fn names_can_match(a: &str, b: &str) -> bool {
+    compatible(a, b)
+}
+
 /// Whether two names, each with [`UNKNOWN`] parts standing for any text, can be equal.
 fn compatible(a: &str, b: &str) -> bool {
     if !a.contains(UNKNOWN) && !b.contains(UNKNOWN) {
