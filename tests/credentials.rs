@@ -10,10 +10,7 @@ use harness::credentials::{self, check, scenarios::ProbeCommand};
 use harness::stack::{GatewayCommand, Stack};
 
 fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    common::repo_root()
 }
 
 fn probe() -> ProbeCommand {

@@ -377,7 +377,8 @@ async fn tls_serves_https_and_redirects_plain_http() {
 /// probes it trusting the generated certificate, and the redirect port answers 301.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stack_with_tls_serves_its_gateway_over_https() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = common::repo_root();
+    let root = root.as_path();
     let dir = tempfile::tempdir().unwrap();
     let mut config =
         harness::config::Config::isolated_with_tenants(root, dir.path(), "tenants: []\n").unwrap();

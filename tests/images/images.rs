@@ -6,8 +6,10 @@
 //! Needs a Docker engine (skipped with a note when none answers); bootstrapping the base needs
 //! root and debootstrap (`.ci/run` installs it).
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 
 use harness::config::Config;
 use harness::docker::images;
@@ -25,10 +27,8 @@ async fn base_and_postgres_build_once_and_serve_queries() {
             return;
         }
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let config = Config::load(root).expect("configuration");
+    let root = common::repo_root();
+    let config = Config::load(&root).expect("configuration");
 
     let first = images::build(&docker, &config, &["base", "postgres"], false, true)
         .await
