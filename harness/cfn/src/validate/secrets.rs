@@ -233,6 +233,48 @@ fn secret_like_name(name: &str) -> bool {
         .any(|word| upper.contains(word))
 }
 
+/// One `Environment` entry `name` = `value` of container `container` in template `at`: (rule,
+/// severity, message, fix) when it carries a secret or looks like one; `None` when it is fine.
+fn judge(
+    flow: &Flow,
+    at: usize,
+    name: &str,
+    container: &str,
+    value: &Value,
+) -> Option<(&'static str, Severity, String, String)> {
+    let mut seen = BTreeSet::new();
+    match flow.source(at, value, 0, &mut seen) {
+        Some(source) => {
+            let first_key = value.as_object().and_then(|m| m.keys().next());
+            let whole = value.is_string()
+                || matches!(first_key.map(String::as_str), Some("Ref" | "Fn::ImportValue"));
+            Some((
+                "secret-in-environment",
+                Severity::Error,
+                format!(
+                    "{name} (container {container}) {} {} as plain text: anyone who can describe the task definition or reach the task's metadata reads it",
+                    if whole { "is" } else { "carries" },
+                    source.describe()
+                ),
+                format!(
+                    "move {name} to the container's Secrets: {{Name: {name}, ValueFrom: <ARN of a Secrets Manager secret (or its JSON key) / SSM SecureString>}}; a URL that embeds the password is built by the application from separate variables, or kept whole in the secret"
+                ),
+            ))
+        }
+        None if secret_like_name(name) => Some((
+            "secret-name-in-environment",
+            Severity::Warning,
+            format!(
+                "{name} (container {container}) looks like a secret by its name, and its value is plain text of unknown origin (not traced to a NoEcho parameter, a dynamic reference or a secret export)"
+            ),
+            format!(
+                "if {name} is a secret, pass it as Secrets: {{Name: {name}, ValueFrom: <secret ARN>}}; if not, ignore this warning"
+            ),
+        )),
+        None => None,
+    }
+}
+
 /// Every container `Environment` entry of every task definition of the set, judged by where its
 /// value comes from.
 pub fn check(templates: &[Template]) -> Vec<Finding> {
@@ -264,51 +306,22 @@ pub fn check(templates: &[Template]) -> Vec<Finding> {
                         es.as_str(),
                     ];
                     let line = template.line_of("Resources", logical, &path);
-                    let mut seen = BTreeSet::new();
-                    let finding = match flow.source(at, value, 0, &mut seen) {
-                        Some(source) => {
-                            let whole = matches!(
-                                value.as_object().and_then(|m| m.keys().next()).map(String::as_str),
-                                Some("Ref") | Some("Fn::ImportValue")
-                            ) || value.is_string();
-                            Finding {
-                                check: "secrets".into(),
-                                rule: "secret-in-environment".into(),
-                                severity: Severity::Error,
-                                file: template.display.clone(),
-                                line,
-                                resource: Some(logical.clone()),
-                                path: Some(format!(
-                                    "ContainerDefinitions.{c}.Environment.{e}"
-                                )),
-                                message: format!(
-                                    "{name} (container {container_name}) {} {} as plain text: anyone who can describe the task definition or reach the task's metadata reads it",
-                                    if whole { "is" } else { "carries" },
-                                    source.describe()
-                                ),
-                                fix: Some(format!(
-                                    "move {name} to the container's Secrets: {{Name: {name}, ValueFrom: <ARN of a Secrets Manager secret (or its JSON key) / SSM SecureString>}}; a URL that embeds the password is built by the application from separate variables, or kept whole in the secret"
-                                )),
-                            }
-                        }
-                        None if secret_like_name(name) => Finding {
-                            check: "secrets".into(),
-                            rule: "secret-name-in-environment".into(),
-                            severity: Severity::Warning,
-                            file: template.display.clone(),
-                            line,
-                            resource: Some(logical.clone()),
-                            path: Some(format!("ContainerDefinitions.{c}.Environment.{e}")),
-                            message: format!(
-                                "{name} (container {container_name}) looks like a secret by its name, and its value is plain text of unknown origin (not traced to a NoEcho parameter, a dynamic reference or a secret export)"
-                            ),
-                            fix: Some(format!(
-                                "if {name} is a secret, pass it as Secrets: {{Name: {name}, ValueFrom: <secret ARN>}}; if not, ignore this warning"
-                            )),
-                        },
-                        None => continue,
+                    let Some((rule, severity, message, fix)) =
+                        judge(&flow, at, name, container_name, value)
+                    else {
+                        continue;
                     };
-                    findings.push(finding);
+                    findings.push(Finding {
+                        check: "secrets".into(),
+                        rule: rule.into(),
+                        severity,
+                        file: template.display.clone(),
+                        line,
+                        resource: Some(logical.clone()),
+                        path: Some(format!("ContainerDefinitions.{c}.Environment.{e}")),
+                        message,
+                        fix: Some(fix),
+                    });
                 }
             }
         }
