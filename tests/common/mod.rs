@@ -66,10 +66,5 @@ pub fn xtask_binary() -> PathBuf {
 /// `identity-serve` and `supervise` commands), for suites outside the package that builds the
 /// standalone server binary.
 pub fn cli_servers() -> harness::stack::GatewayCommand {
-    harness::stack::GatewayCommand {
-        program: xtask_binary(),
-        args: vec!["gateway-serve".into()],
-        identity_args: vec!["identity-serve".into()],
-        supervisor_args: vec!["supervise".into()],
-    }
+    harness::stack::GatewayCommand::cli(xtask_binary())
 }

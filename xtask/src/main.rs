@@ -240,12 +240,7 @@ fn workspace_root() -> PathBuf {
 /// The gateway and identity server run as this same executable's hidden `gateway-serve` and
 /// `identity-serve` commands.
 fn gateway_command() -> Result<GatewayCommand> {
-    Ok(GatewayCommand {
-        program: std::env::current_exe()?,
-        args: vec!["gateway-serve".into()],
-        identity_args: vec!["identity-serve".into()],
-        supervisor_args: vec!["supervise".into()],
-    })
+    Ok(GatewayCommand::cli(std::env::current_exe()?))
 }
 
 #[cfg(feature = "full")]

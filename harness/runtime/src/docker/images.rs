@@ -231,28 +231,19 @@ pub async fn resolve(docker: &Docker, config: &Config, service: &str) -> Result<
 /// never picked half-way through its rebuild: the build holds `images/build.lock` exclusively;
 /// this takes it shared for a moment. Returns at once when no build runs.
 pub async fn wait_for_running_build(config: &Config) -> Result<()> {
-    use nix::fcntl::{Flock, FlockArg};
     let path = config.cache_dir.join("images").join("build.lock");
-    let Ok(file) = std::fs::File::open(&path) else {
+    if !path.exists() {
         return Ok(()); // no build ever ran in this cache
-    };
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(_released) => return Ok(()),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => progress::println(format!(
-            "waiting for the image build under way to finish ({})",
-            path.display()
-        )),
-        Err((_, e)) => bail!("cannot lock {}: {e}", path.display()),
     }
-    let file =
-        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let display = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        Flock::lock(file, FlockArg::LockShared)
-            .map(drop)
-            .map_err(|(_, e)| anyhow!("cannot lock {display}: {e}"))
-    })
-    .await?
+    let open =
+        || std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()));
+    let waiting = format!(
+        "waiting for the image build under way to finish ({})",
+        path.display()
+    );
+    lock_file(&path, open, LockMode::Shared, Some(waiting))
+        .await
+        .map(drop)
 }
 
 /// An image given by reference (`up --image`): present, or pulled when a registry answers.
@@ -1021,7 +1012,6 @@ impl BuildLog {
 
 /// An exclusive lock on `path` held until dropped: one image build at a time per machine.
 async fn lock(path: &Path, progress: bool) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    use nix::fcntl::{Flock, FlockArg};
     let open = || {
         std::fs::OpenOptions::new()
             .create(true)
@@ -1030,11 +1020,35 @@ async fn lock(path: &Path, progress: bool) -> Result<nix::fcntl::Flock<std::fs::
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))
     };
-    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+    let waiting = progress.then(|| "waiting for another image build to finish".to_string());
+    lock_file(path, open, LockMode::Exclusive, waiting).await
+}
+
+/// How [`lock_file`] takes a lock: to build (exclusive) or to wait for a build (shared).
+#[derive(Clone, Copy)]
+enum LockMode {
+    Exclusive,
+    Shared,
+}
+
+/// Takes the lock of the file `open` opens (`path` names it in errors): at once when it is free;
+/// otherwise says `waiting` (when given) and blocks on it off the async threads.
+async fn lock_file(
+    path: &Path,
+    open: impl Fn() -> Result<std::fs::File>,
+    mode: LockMode,
+    waiting: Option<String>,
+) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let (now, blocking) = match mode {
+        LockMode::Exclusive => (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive),
+        LockMode::Shared => (FlockArg::LockSharedNonblock, FlockArg::LockShared),
+    };
+    match Flock::lock(open()?, now) {
         Ok(lock) => return Ok(lock),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            if progress {
-                progress::println("waiting for another image build to finish");
+            if let Some(waiting) = waiting {
+                progress::println(waiting);
             }
         }
         Err((_, e)) => bail!("cannot lock {}: {e}", path.display()),
@@ -1042,8 +1056,7 @@ async fn lock(path: &Path, progress: bool) -> Result<nix::fcntl::Flock<std::fs::
     let file = open()?;
     let display = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow!("cannot lock {display}: {e}"))
+        Flock::lock(file, blocking).map_err(|(_, e)| anyhow!("cannot lock {display}: {e}"))
     })
     .await?
 }

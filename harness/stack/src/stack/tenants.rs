@@ -60,6 +60,17 @@ impl GatewayCommand {
             supervisor_args: vec!["supervise".into()],
         }
     }
+
+    /// The `cargo xtask` executable at `program`, which runs the same servers as its hidden
+    /// `gateway-serve`, `identity-serve` and `supervise` commands.
+    pub fn cli(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: vec!["gateway-serve".into()],
+            identity_args: vec!["identity-serve".into()],
+            supervisor_args: vec!["supervise".into()],
+        }
+    }
 }
 
 /// Where one tenant is reached.
