@@ -5,5 +5,6 @@
 //! Depends on `harness-core` only; may not depend on Docker, Postgres or the AWS SDK (what needs
 //! an emulator — the rehearsal — lives in `harness-stack`).
 
+pub mod deploy;
 pub mod taskdef;
 pub mod validate;

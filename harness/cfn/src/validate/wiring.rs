@@ -37,6 +37,8 @@ struct Ctx<'a> {
     conditions: Option<&'a serde_json::Map<String, Value>>,
     /// Unknown parts become [`UNKNOWN`] instead of making the whole value unknown.
     open: bool,
+    /// `Fn::GetAtt` values by `Id.Attribute`, when known (a deployed stack's).
+    attributes: Option<&'a BTreeMap<String, String>>,
 }
 
 impl Ctx<'_> {
@@ -47,6 +49,11 @@ impl Ctx<'_> {
         }
         if let Some(value) = self.params.get(name) {
             return Some(value.clone());
+        }
+        if name.contains('.') {
+            if let Some(value) = self.attributes.and_then(|a| a.get(name)) {
+                return Some(value.clone());
+            }
         }
         self.open.then(|| UNKNOWN.to_string())
     }
@@ -98,6 +105,7 @@ impl Ctx<'_> {
 /// Evaluates `value` (a property of a template in JSON form) with known parameter and resource
 /// `refs`, export values by name (`imports`) and the template's `Conditions`; `None` when any part
 /// of it is unknown or uses a function this evaluator does not know (`Fn::GetAtt`, ...).
+/// [`resolve_in`] knows attributes too.
 pub fn resolve(
     value: &Value,
     stack_name: &str,
@@ -105,6 +113,42 @@ pub fn resolve(
     imports: &BTreeMap<String, String>,
     conditions: Option<&serde_json::Map<String, Value>>,
 ) -> Option<String> {
+    resolve_in(
+        value,
+        &Scope {
+            stack_name,
+            refs,
+            attributes: &BTreeMap::new(),
+            imports,
+            conditions,
+        },
+    )
+}
+
+/// What a template's values are evaluated against: a stack's name, its parameters and resources
+/// (`Ref`), its resources' attributes (`Fn::GetAtt`, by `Id.Attribute`), the exports in reach
+/// (`Fn::ImportValue`) and its `Conditions`.
+pub struct Scope<'a> {
+    /// The stack's name (`AWS::StackName`).
+    pub stack_name: &'a str,
+    /// Parameter values, physical ids and pseudo parameters by name.
+    pub refs: &'a BTreeMap<String, String>,
+    /// Attribute values by `LogicalId.Attribute`.
+    pub attributes: &'a BTreeMap<String, String>,
+    /// Export values by export name.
+    pub imports: &'a BTreeMap<String, String>,
+    /// The template's `Conditions`.
+    pub conditions: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// Evaluates `value` in `scope` (`Fn::GetAtt` included); `None` when any part is unknown.
+pub fn resolve_in(value: &Value, scope: &Scope<'_>) -> Option<String> {
+    let (stack_name, refs, imports, conditions) = (
+        scope.stack_name,
+        scope.refs,
+        scope.imports,
+        scope.conditions,
+    );
     let exports: BTreeMap<String, Export> = imports
         .iter()
         .map(|(name, value)| {
@@ -122,6 +166,7 @@ pub fn resolve(
         exports: &exports,
         conditions,
         open: false,
+        attributes: Some(scope.attributes),
     };
     eval(value, &ctx)
 }
@@ -157,6 +202,16 @@ fn eval_at(value: &Value, ctx: &Ctx, depth: usize) -> Option<String> {
                         }
                         ctx.reference(name)
                     })
+                }
+                "Fn::GetAtt" => {
+                    let name = match arg {
+                        Value::Array(items) if items.len() == 2 => {
+                            format!("{}.{}", items[0].as_str()?, eval(&items[1])?)
+                        }
+                        Value::String(s) => s.clone(),
+                        _ => return None,
+                    };
+                    ctx.attributes.and_then(|a| a.get(&name)).cloned()
                 }
                 "Fn::ImportValue" => {
                     let name = eval(arg)?;
@@ -344,6 +399,7 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
                 exports: &empty,
                 conditions: template.body["Conditions"].as_object(),
                 open: false,
+                attributes: None,
             };
             for (output, body) in template.body["Outputs"].as_object().into_iter().flatten() {
                 let Some(export) = body.get("Export").and_then(|e| e.get("Name")) else {
@@ -384,6 +440,7 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
                 exports: &exports,
                 conditions: template.body["Conditions"].as_object(),
                 open: false,
+                attributes: None,
             };
             for (section, logical, path, arg) in imports_of(template) {
                 let keys: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -519,6 +576,7 @@ fn outside_convention(
             exports: &empty,
             conditions: template.body["Conditions"].as_object(),
             open: true,
+            attributes: None,
         };
         for body in template.body["Outputs"]
             .as_object()
@@ -542,6 +600,7 @@ fn outside_convention(
             exports: &empty,
             conditions: template.body["Conditions"].as_object(),
             open: true,
+            attributes: None,
         };
         for (section, logical, path, arg) in imports_of(template) {
             let keys: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -608,6 +667,7 @@ pub(crate) fn open_name(value: &Value, template: &Template) -> Option<String> {
         exports: &empty,
         conditions: template.body["Conditions"].as_object(),
         open: true,
+        attributes: None,
     };
     eval(value, &ctx)
 }
@@ -731,6 +791,7 @@ mod tests {
             exports: &exports,
             conditions: body.as_object(),
             open: true,
+            attributes: None,
         };
         let name =
             serde_json::json!({"Fn::If": ["NotPrd", {"Fn::Sub": "${AWS::StackName}-dev"}, "prd"]});
