@@ -280,43 +280,44 @@ async fn rehearsal_deploys_the_four_stacks_into_the_emulator() {
     use harness::rehearse;
     let root = common::repo_root();
     let config = Config::load(&root).unwrap();
-    let (templates, params) = rehearse::load_inputs(&root.join("aws")).unwrap();
-    let rehearsal = rehearse::run(&config, &templates, &params, "dev")
-        .await
-        .unwrap();
+    let plan = harness::deploy::plan(&root.join("aws"), "dev", &[], "us-east-1").unwrap();
+    let rehearsal = rehearse::run(&config, &plan).await.unwrap();
     let names: Vec<(&str, &str)> = rehearsal
         .stacks
         .iter()
         .map(|s| (s.name.as_str(), s.status.as_str()))
         .collect();
-    assert_eq!(
-        names,
-        [
-            ("langflow-acme-dev-vpc-stack", "CREATE_COMPLETE"),
-            ("langflow-acme-dev-rds-stack", "CREATE_COMPLETE"),
-            ("langflow-acme-dev-ecr-stack", "CREATE_COMPLETE"),
-            ("langflow-acme-dev-fargate-stack", "CREATE_COMPLETE"),
-        ],
-        "{rehearsal:#?}"
-    );
+    // Exporters before importers (ecr has no imports: anywhere before fargate is fine).
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|(n, status)| *n == name && *status == "CREATE_COMPLETE")
+            .unwrap_or_else(|| panic!("{name} not created: {rehearsal:#?}"))
+    };
+    assert!(at("langflow-acme-dev-vpc-stack") < at("langflow-acme-dev-rds-stack"));
+    assert!(at("langflow-acme-dev-rds-stack") < at("langflow-acme-dev-fargate-stack"));
+    assert!(at("langflow-acme-dev-ecr-stack") < 4);
     assert!(rehearsal.ok() && rehearsal.deleted);
-    let fargate = &rehearsal.stacks[3];
+    let fargate = &rehearsal.stacks[at("langflow-acme-dev-fargate-stack")];
     assert!(fargate
         .outputs
         .iter()
         .any(|(k, v)| k == "ApplicationLoadBalancerDNSName" && v.ends_with(".elb.amazonaws.com")));
 
-    // A dangling import fails for real in the emulator's CloudFormation too.
-    let (templates, params) =
-        rehearse::load_inputs(&root.join("fixtures/cfn/dangling-import")).unwrap();
-    let broken = rehearse::run(&config, &templates, &params, "dev")
-        .await
-        .unwrap();
-    assert!(!broken.ok());
-    assert_eq!(broken.stacks[0].status, "CREATE_COMPLETE");
-    assert_ne!(broken.stacks[1].status, "CREATE_COMPLETE", "{broken:#?}");
-    let reason = broken.stacks[1].reason.clone().unwrap_or_default();
-    assert!(reason.contains("VpcIdd"), "{reason}");
+    // A set with names of its own (no naming convention, stack names inferred from the
+    // exports, a resource type the emulator does not know) deploys too.
+    let variant = root.join("fixtures/cfn-variants/managed-secret");
+    let plan = harness::deploy::plan(&variant, "dev", &[], "us-east-1").unwrap();
+    let rehearsal = rehearse::run(&config, &plan).await.unwrap();
+    assert!(rehearsal.ok(), "{rehearsal:#?}");
+    assert_eq!(rehearsal.stacks[0].name, "variant-a-net");
+    assert!(
+        rehearsal.stacks[0]
+            .skipped
+            .iter()
+            .any(|s| s.contains("PublicIp")),
+        "{rehearsal:#?}"
+    );
 }
 
 fn irsa_findings(case: &str) -> Vec<String> {
@@ -436,7 +437,7 @@ fn policy_findings_do_not_block_the_rehearsal() {
     );
     assert!(!stderr.contains("not rehearsing"), "{stderr}");
     for stack in ["vpc", "rds", "ecr", "fargate"] {
-        let line = format!("rehearse: langflow-acme-dev-{stack}-stack CREATE_COMPLETE");
+        let line = format!("deploy: langflow-acme-dev-{stack}-stack ({stack}) CREATE_COMPLETE");
         assert!(stderr.contains(&line), "{line} missing: {stderr}");
     }
 }

@@ -8,7 +8,7 @@
 //! core (`harness-core`) → cfn (`harness-cfn`) → runtime (`harness-runtime`) → stack
 //! (`harness-stack`) → suites (this crate) → `xtask`. Each depends only on the layers before it.
 
-pub use harness_cfn::{taskdef, validate};
+pub use harness_cfn::{deploy, taskdef, validate};
 pub use harness_core::{assets, config, net, process, progress, routing, secret, sql, state};
 pub use harness_core::{tables, venv};
 pub use harness_runtime::{docker, runtime};

@@ -32,6 +32,7 @@ fn options(fault: Option<Fault>) -> LocalOptions {
         artifacts: None,
         image: Some(REFERENCE_IMAGE.into()),
         tasks: Some(2),
+        deploy: None,
     }
 }
 
@@ -107,6 +108,7 @@ async fn a_stock_langflow_image_is_refused_naming_what_the_task_lacks() {
             min_tasks: 1,
             template: None,
             fault_env: Default::default(),
+            deploy: None,
         });
     let error = format!("{:#}", stack.up().await.unwrap_err());
     assert!(error.contains("LANGFLOW_DATABASE_URL"), "{error}");

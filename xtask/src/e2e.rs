@@ -49,8 +49,18 @@ pub struct E2eArgs {
     #[arg(long, value_name = "IMAGE", conflicts_with = "target")]
     image: Option<String>,
     /// Tasks in image mode (default: the service's DesiredCount, at least 2).
-    #[arg(long, requires = "image")]
+    #[arg(long)]
     tasks: Option<usize>,
+    /// Deploy the templates under --dir with this stage's parameters into the run's emulator
+    /// and run the suite on the service they describe (like `up --deploy`).
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev", conflicts_with = "target")]
+    deploy: Option<String>,
+    /// The templates to deploy.
+    #[arg(long, default_value = "aws", requires = "deploy")]
+    dir: PathBuf,
+    /// A parameter for --deploy: `Key=Value` or `stack.Key=Value` (see `up --help`).
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "deploy")]
+    params: Vec<harness::deploy::ParamArg>,
 }
 
 /// Runs the suite (`stack` only supplies the configuration; `runtime` is the global
@@ -69,7 +79,30 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
         artifacts,
         image,
         tasks,
+        deploy,
+        dir,
+        params,
     } = args;
+    if tasks.is_some() && image.is_none() && deploy.is_none() {
+        anyhow::bail!("--tasks is for image mode: add --image IMAGE or --deploy");
+    }
+    // The plan before anything starts.
+    let deploy = match deploy {
+        Some(stage) => {
+            let dir = if dir.is_relative() {
+                stack.config().root.join(dir)
+            } else {
+                dir
+            };
+            Some(harness::deploy::plan(
+                &dir,
+                &stage,
+                &params,
+                &stack.config().aws.region,
+            )?)
+        }
+        None => None,
+    };
     let report = match (target, credentials) {
         (Some(_), Some(_)) if suite == harness::e2e::Suite::Browser => {
             anyhow::bail!(
@@ -91,6 +124,7 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
                 artifacts,
                 image,
                 tasks,
+                deploy,
             };
             let run = harness::e2e::local::run(&stack.config().root, &gateway_command()?, &options)
                 .await?;

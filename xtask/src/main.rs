@@ -203,7 +203,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .with_gateway_command(gateway_command()?)
     } else {
         // Image mode runs the image in containers.
-        let image_mode = matches!(&command, Command::Up(up) if up.image.is_some());
+        let image_mode =
+            matches!(&command, Command::Up(up) if up.image.is_some() || up.deploy.is_some());
         let runtime = cli.runtime.as_deref().or(image_mode.then_some("docker"));
         load_stack(runtime, starting)?
     };

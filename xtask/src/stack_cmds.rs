@@ -31,8 +31,27 @@ pub struct UpArgs {
     #[arg(long, requires = "image")]
     tasks: Option<usize>,
     /// The Fargate template to render the task from (default: aws/apps/fargate-stack.cfn.yaml).
-    #[arg(long, requires = "image", value_name = "PATH")]
+    #[arg(
+        long,
+        requires = "image",
+        value_name = "PATH",
+        conflicts_with = "deploy"
+    )]
     template: Option<PathBuf>,
+    /// Deploy every template under --dir into the emulator with this stage's parameters, then
+    /// run what the stacks describe: the load-balanced ECS service's tasks (image: --image, or
+    /// the task definition's own when it is here), its databases as the local Postgres, its
+    /// target group's health check and stickiness at the gateway.
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev")]
+    pub deploy: Option<String>,
+    /// The templates to deploy (with params/<key>-<stage>.json beside them).
+    #[arg(long, default_value = "aws", requires = "deploy")]
+    dir: PathBuf,
+    /// A parameter: `Key=Value` (every stack with it) or `stack.Key=Value`, over the params
+    /// files; `@postgres.host|port|database|user|password` and `@image` stand for the local
+    /// stack's values. Repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "deploy")]
+    params: Vec<harness::deploy::ParamArg>,
 }
 
 /// Arguments of `status`.
@@ -73,20 +92,41 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
         image,
         tasks,
         template,
+        deploy,
+        dir,
+        params,
     } = args;
     if infra_only {
         stack = stack.infra_only();
     }
-    if let Some(image) = image {
-        if tasks == Some(0) {
-            anyhow::bail!("--tasks 0 runs nothing; give 1 or more");
+    if tasks == Some(0) {
+        anyhow::bail!("--tasks 0 runs nothing; give 1 or more");
+    }
+    // The plan before anything starts: an unresolved parameter is one line, nothing runs.
+    let plan = match &deploy {
+        Some(stage) => {
+            let dir = if dir.is_relative() {
+                stack.config().root.join(dir)
+            } else {
+                dir
+            };
+            Some(harness::deploy::plan(
+                &dir,
+                stage,
+                &params,
+                &stack.config().aws.region,
+            )?)
         }
+        None => None,
+    };
+    if image.is_some() || plan.is_some() {
         stack = stack.with_image(harness::stack::image::ImageRequest {
-            image,
+            image: image.unwrap_or_default(),
             tasks,
             min_tasks: 1,
             template,
             fault_env: Default::default(),
+            deploy: plan,
         });
     }
     let report = stack.up().await?;
@@ -110,6 +150,31 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
             println!("stack is up in {:.1}s:", report.elapsed_secs);
         }
         println!("{}", report::status_table(&report.status));
+        if let Some(deployment) =
+            harness::stack::deploy::Deployment::read(&stack.config().state_dir)?
+        {
+            println!(
+                "deployed {} ({}): {} × {} on port {}, health GET {} (matcher {}), {}",
+                deployment.stacks.join(", "),
+                deployment.stage,
+                deployment.service,
+                deployment.container,
+                deployment.container_port,
+                deployment.health.path,
+                deployment.health.matcher,
+                if deployment.sticky {
+                    "sticky"
+                } else {
+                    "not sticky"
+                }
+            );
+            for note in &deployment.notes {
+                println!("note: {note}");
+            }
+            for line in &deployment.not_run {
+                println!("not run locally: {line}");
+            }
+        }
         if !report.tenants.is_empty() {
             println!(
                 "{}",

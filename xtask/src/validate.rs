@@ -25,10 +25,16 @@ pub struct ValidateArgs {
     /// one file), like the project's rules/; repeatable.
     #[arg(long = "rules", value_name = "DIR")]
     extra_rules: Vec<PathBuf>,
-    /// Also deploy vpc → rds → ecr → fargate into the emulator's CloudFormation with this
-    /// stage's parameter files, report status and outputs, then delete them.
+    /// Also deploy every template under --dir into the emulator's CloudFormation (in the order
+    /// their imports need) with this stage's parameter files and --param values, report status
+    /// and outputs, then delete them.
     #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev")]
     rehearse: Option<String>,
+    /// A parameter for the rehearsal: `Key=Value` (every stack with that parameter) or
+    /// `stack.Key=Value` (stack = the template's file name without extension and -stack);
+    /// over the params files; repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<harness_cfn::deploy::ParamArg>,
 }
 
 /// Output formats of `validate`.
@@ -53,6 +59,7 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
         no_lint,
         extra_rules,
         rehearse,
+        params,
     } = args;
     let dir = if dir.is_relative() {
         config.root.join(dir)
@@ -68,8 +75,18 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
             .map(|r| config.root.join(r))
             .collect(),
     };
+    // The rehearsal's plan first: an unresolved parameter is one line before anything runs.
+    let plan = match rehearse.as_deref() {
+        Some(stage) => Some(harness_cfn::deploy::plan(
+            &options.dir,
+            stage,
+            &params,
+            &config.aws.region,
+        )?),
+        None => None,
+    };
     let report = harness_cfn::validate::run(config, &options).await?;
-    let rehearsal_ok = rehearse_if_asked(config, &options, rehearse.as_deref()).await?;
+    let rehearsal_ok = rehearse_if_asked(config, plan.as_ref()).await?;
     match format {
         ValidateFormat::Human => println!("{}", harness_cfn::validate::formats::human(&report)),
         ValidateFormat::Json => print_json(&report)?,
@@ -84,16 +101,12 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
 #[cfg(feature = "full")]
 async fn rehearse_if_asked(
     config: &Config,
-    options: &harness_cfn::validate::ValidateOptions,
-    stage: Option<&str>,
+    plan: Option<&harness_cfn::deploy::Plan>,
 ) -> Result<bool> {
     // Policy findings do not stop the rehearsal (AWS would deploy such a template): they are in
     // the report; only what the emulator refuses makes the rehearsal fail.
-    let rehearsal = match stage {
-        Some(stage) => {
-            let (templates, params) = harness::rehearse::load_inputs(&options.dir)?;
-            Some(harness::rehearse::run(config, &templates, &params, stage).await?)
-        }
+    let rehearsal = match plan {
+        Some(plan) => Some(harness::rehearse::run(config, plan).await?),
         None => None,
     };
     if let Some(rehearsal) = &rehearsal {
@@ -106,10 +119,9 @@ async fn rehearse_if_asked(
 #[cfg(not(feature = "full"))]
 async fn rehearse_if_asked(
     _config: &Config,
-    _options: &harness_cfn::validate::ValidateOptions,
-    stage: Option<&str>,
+    plan: Option<&harness_cfn::deploy::Plan>,
 ) -> Result<bool> {
-    match stage {
+    match plan {
         Some(_) => anyhow::bail!(
             "--rehearse needs the emulator, which this validate-only build leaves out: run `cargo xtask validate --rehearse` (the full CLI)"
         ),

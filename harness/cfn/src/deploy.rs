@@ -233,6 +233,24 @@ fn stack_name_of(text: &str) -> String {
     name
 }
 
+/// The name of a stack nobody names: like its named siblings' when their names carry their keys
+/// (`acme-dev-vpc-stack` names `ecr` `acme-dev-ecr-stack`), else `<key>-<stage>`.
+fn default_name(planning: &Planning<'_>, i: usize, stage: &str) -> String {
+    let key = &planning.keys[i];
+    let sibling = planning.names.iter().enumerate().find_map(|(j, name)| {
+        let name = name.as_deref()?;
+        let other = &planning.keys[j];
+        let mut segments: Vec<&str> = name.split('-').collect();
+        let at = segments.iter().position(|s| s == other)?;
+        segments[at] = key;
+        Some(segments.join("-"))
+    });
+    let taken = |n: &String| planning.names.iter().flatten().any(|m| m == n);
+    sibling
+        .filter(|n| is_stack_name(n) && !taken(n))
+        .unwrap_or_else(|| stack_name_of(&format!("{key}-{stage}")))
+}
+
 /// Whether `name` can be a CloudFormation stack name.
 fn is_stack_name(name: &str) -> bool {
     !name.is_empty()
@@ -586,9 +604,7 @@ pub fn plan_templates(
             continue;
         }
         match planning.names.iter().position(Option::is_none) {
-            Some(i) => {
-                planning.names[i] = Some(stack_name_of(&format!("{}-{stage}", planning.keys[i])))
-            }
+            Some(i) => planning.names[i] = Some(default_name(&planning, i, stage)),
             None => break,
         }
     }
@@ -759,6 +775,15 @@ mod tests {
             "langflow-acme-dev-vpc-stack"
         );
         assert!(plan.stack("fargate").unwrap().depends_on.contains("rds"));
+        // Nobody imports from ecr or fargate: named like their siblings.
+        assert_eq!(
+            plan.stack("ecr").unwrap().name,
+            "langflow-acme-dev-ecr-stack"
+        );
+        assert_eq!(
+            plan.stack("fargate").unwrap().name,
+            "langflow-acme-dev-fargate-stack"
+        );
     }
 
     fn variant(name: &str) -> PathBuf {

@@ -53,6 +53,9 @@ pub struct LocalOptions {
     pub image: Option<String>,
     /// Tasks in image mode (default: the service's DesiredCount, at least 2).
     pub tasks: Option<usize>,
+    /// `--deploy`: the template set's plan, deployed into the run's emulator and its service
+    /// run (image mode through the user's own templates; `image` may then be empty).
+    pub deploy: Option<harness_cfn::deploy::Plan>,
 }
 
 /// A finished local run.
@@ -144,7 +147,8 @@ pub async fn run(
         .prefix("lfi-e2e-")
         .tempdir()
         .context("cannot create a temp dir for the e2e stack")?;
-    let tenants_file = if options.image.is_some() {
+    let image_mode = options.image.is_some() || options.deploy.is_some();
+    let tenants_file = if image_mode {
         "tenants: []\n".to_string()
     } else {
         tenants_yaml()
@@ -160,8 +164,8 @@ pub async fn run(
         config.gateway.routing = routing;
     }
     let routing = config.gateway.routing;
-    let runtime = match (&options.image, options.runtime.as_deref()) {
-        (Some(_), None | Some("auto")) => Some("docker"),
+    let runtime = match (image_mode, options.runtime.as_deref()) {
+        (true, None | Some("auto")) => Some("docker"),
         (_, runtime) => runtime,
     };
     let (stack, notice) = Stack::open(config, runtime, true)?;
@@ -169,10 +173,10 @@ pub async fn run(
         eprintln!("{notice}");
     }
     let mut stack = stack.with_gateway_command(gateway.clone());
-    match (&options.image, options.fault) {
-        (Some(image), fault) => {
+    match (image_mode, options.fault) {
+        (true, fault) => {
             stack = stack.with_image(ImageRequest {
-                image: image.clone(),
+                image: options.image.clone().unwrap_or_default(),
                 tasks: options.tasks,
                 min_tasks: 2,
                 template: None,
@@ -180,10 +184,11 @@ pub async fn run(
                 fault_env: fault
                     .map(|f| [("LFMT_FAULT".to_string(), f.as_str().to_string())].into())
                     .unwrap_or_default(),
+                deploy: options.deploy.clone(),
             });
         }
-        (None, Some(fault)) => stack = stack.with_fault(fault),
-        (None, None) => {}
+        (false, Some(fault)) => stack = stack.with_fault(fault),
+        (false, None) => {}
     }
     let up_started = Instant::now();
     let outcome = async {

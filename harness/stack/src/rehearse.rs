@@ -1,31 +1,29 @@
-//! `validate --rehearse`: deploys the stacks in dependency order (vpc → rds → ecr → fargate) into
-//! the emulator's CloudFormation with one stage's parameter files, so `Fn::ImportValue` resolves
-//! for real; reports each stack's status and outputs, then deletes the stacks (reverse order) and
-//! stops the emulator it started.
+//! `validate --rehearse`: deploys the stacks of a deploy plan ([`harness_cfn::deploy`]: any
+//! template set, its stacks named and ordered by their imports and exports) into the emulator's
+//! CloudFormation, so `Fn::ImportValue` resolves for real; reports each stack's status and
+//! outputs, then deletes the stacks (reverse order) and stops the emulator it started. The same
+//! deploy ([`deploy_in_order`]) is what `up --deploy` keeps running.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use serde::Serialize;
 
-use crate::services::aws;
+use crate::services::{aws, postgres};
 use crate::stack::Stack;
-use harness_cfn::validate::params::ParamFile;
+use harness_cfn::deploy::{Plan, PlannedStack};
 use harness_cfn::validate::template::Template;
 use harness_core::config::Config;
 
-/// Deploy order of the stack types.
-pub const ORDER: [&str; 4] = ["vpc", "rds", "ecr", "fargate"];
 /// How long one stack may take in the emulator.
 const STACK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One rehearsed stack.
 #[derive(Debug, Clone, Serialize)]
 pub struct RehearsedStack {
-    /// Stack name (naming convention).
+    /// Stack name (from the plan).
     pub name: String,
     /// Final status (CREATE_COMPLETE when it worked).
     pub status: String,
@@ -53,7 +51,7 @@ pub struct Rehearsal {
     pub stacks: Vec<RehearsedStack>,
     /// Whether every stack was deleted afterwards.
     pub deleted: bool,
-    /// How many stacks were to be deployed (the templates present, in [`ORDER`]).
+    /// How many stacks were to be deployed.
     pub planned: usize,
     /// The emulator's probed capabilities (which resource types it really creates).
     pub emulator: crate::services::emulator_caps::Capabilities,
@@ -67,36 +65,8 @@ impl Rehearsal {
     }
 }
 
-/// The stack name for `stack_type` under the naming convention of the stage's VPC parameters.
-fn stack_name(params: &[ParamFile], stage: &str, stack_type: &str) -> Result<String> {
-    let vpc = params
-        .iter()
-        .find(|p| p.stage == stage && p.stack_type == "vpc")
-        .ok_or_else(|| {
-            anyhow!("no vpc-{stage}.json parameter file; the naming convention needs it")
-        })?;
-    let get = |k: &str| {
-        vpc.values
-            .get(k)
-            .cloned()
-            .ok_or_else(|| anyhow!("{} lacks {k}", vpc.display))
-    };
-    let id = get("ProjectId")?;
-    let id_prefix = id.split('-').next().unwrap_or(&id);
-    Ok(format!(
-        "{}-{id_prefix}-{}-{stack_type}-stack",
-        get("ProjectPrefix")?,
-        get("StageName").unwrap_or_else(|_| stage.to_string())
-    ))
-}
-
-/// Rehearses `stage` in a fresh emulator of its own (an isolated infra-only stack).
-pub async fn run(
-    config: &Config,
-    templates: &[Template],
-    params: &[ParamFile],
-    stage: &str,
-) -> Result<Rehearsal> {
+/// Rehearses `plan` in a fresh emulator of its own (an isolated infra-only stack).
+pub async fn run(config: &Config, plan: &Plan) -> Result<Rehearsal> {
     let dir = tempfile::Builder::new()
         .prefix("lfi-rehearse-")
         .tempdir()
@@ -126,71 +96,19 @@ pub async fn run(
         }
         let shared = aws::sdk_config(port, &config.aws.region).await;
         let cfn = aws_sdk_cloudformation::Client::new(&shared);
-        let planned: Vec<(&str, &Template)> = ORDER
-            .iter()
-            .filter_map(|ty| {
-                templates
-                    .iter()
-                    .find(|t| t.stack_type().as_deref() == Some(*ty))
-                    .map(|t| (*ty, t))
+        // Local values (`--param DBHost=@postgres.host`) stand for what a run would give.
+        let mut plan = plan.clone();
+        plan.fill_local_values(|name| {
+            Some(match name {
+                "@postgres.host" => "postgres".to_string(),
+                "@postgres.port" => postgres::CONTAINER_PORT.to_string(),
+                "@postgres.database" => config.postgres.database.clone(),
+                "@postgres.user" => crate::stack::deploy::MASTER_USER.to_string(),
+                "@postgres.password" => "rehearsal-only".to_string(),
+                _ => "langflow-infra/rehearsal:local".to_string(),
             })
-            .collect();
-        if planned.is_empty() {
-            bail!("no vpc/rds/ecr/fargate -stack.cfn.yaml templates to rehearse");
-        }
-        let mut stacks = Vec::new();
-        // Exports of the stacks created so far, and those left out with resources the emulator
-        // does not emulate (their importers are left out in turn).
-        let mut exports: std::collections::BTreeMap<String, String> = Default::default();
-        let mut missing_exports: BTreeSet<String> = BTreeSet::new();
-        for (stack_type, template) in planned.iter().copied() {
-            let name = stack_name(params, stage, stack_type)?;
-            let parameters: Vec<Parameter> = params
-                .iter()
-                .find(|p| p.stage == stage && p.stack_type == stack_type)
-                .map(|p| {
-                    p.values
-                        .iter()
-                        .map(|(k, v)| {
-                            Parameter::builder()
-                                .parameter_key(k)
-                                .parameter_value(v)
-                                .build()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut body = template.body.clone();
-            let not_emulated = leave_out_not_emulated(
-                &mut body,
-                &NotEmulatedContext {
-                    template,
-                    stack_name: &name,
-                    parameters: &parameters,
-                    exports: &exports,
-                    capabilities: &capabilities,
-                },
-                &mut missing_exports,
-            );
-            let mut rehearsed = create(&cfn, &name, template, body, parameters).await?;
-            rehearsed.not_emulated = not_emulated;
-            rehearsed
-                .not_emulated
-                .extend(deployed_on_paper(&cfn, &name, capabilities.emulator).await);
-            harness_core::progress::println(format!("rehearse: {name} {}", rehearsed.status));
-            if let Ok(listed) = cfn.list_exports().send().await {
-                for export in listed.exports() {
-                    if let (Some(n), Some(v)) = (export.name(), export.value()) {
-                        exports.insert(n.to_string(), v.to_string());
-                    }
-                }
-            }
-            let failed = rehearsed.status != "CREATE_COMPLETE";
-            stacks.push(rehearsed);
-            if failed {
-                break;
-            }
-        }
+        })?;
+        let stacks = deploy_in_order(&cfn, &plan, &capabilities, &|_, _| Ok(())).await?;
         let mut deleted = true;
         for rehearsed in stacks.iter().rev() {
             deleted &= cfn
@@ -201,16 +119,85 @@ pub async fn run(
                 .is_ok();
         }
         Ok::<_, anyhow::Error>(Rehearsal {
-            stage: stage.to_string(),
+            stage: plan.stage.clone(),
             stacks,
             deleted,
-            planned: planned.len(),
+            planned: plan.stacks.len(),
             emulator: capabilities,
         })
     }
     .await;
     stack.down(true)?;
     result
+}
+
+/// Prepares one stack's template body before it is sent (the deploy puts the local stack's
+/// values in for what the emulator cannot give; the rehearsal sends it as written).
+pub type Prepare<'a> = dyn Fn(&PlannedStack, &mut serde_json::Value) -> Result<()> + Sync + 'a;
+
+/// Creates the stacks of `plan` in order in the emulator's CloudFormation, each with its planned
+/// parameters; resources of services the emulator does not emulate, or of types it does not
+/// know, are left out and listed. Stops after the first stack that does not reach
+/// CREATE_COMPLETE (it is the last of the list).
+pub async fn deploy_in_order(
+    cfn: &aws_sdk_cloudformation::Client,
+    plan: &Plan,
+    capabilities: &crate::services::emulator_caps::Capabilities,
+    prepare: &Prepare<'_>,
+) -> Result<Vec<RehearsedStack>> {
+    let mut stacks = Vec::new();
+    // Exports of the stacks created so far, and those left out with resources the emulator
+    // does not emulate (their importers are left out in turn).
+    let mut exports: std::collections::BTreeMap<String, String> = Default::default();
+    let mut missing_exports: BTreeSet<String> = BTreeSet::new();
+    for planned in &plan.stacks {
+        let parameters: Vec<Parameter> = planned
+            .given()
+            .iter()
+            .map(|(k, v)| {
+                Parameter::builder()
+                    .parameter_key(k)
+                    .parameter_value(v)
+                    .build()
+            })
+            .collect();
+        let template = &planned.template;
+        let mut body = template.body.clone();
+        prepare(planned, &mut body)?;
+        let not_emulated = leave_out_not_emulated(
+            &mut body,
+            &NotEmulatedContext {
+                template,
+                stack_name: &planned.name,
+                parameters: &parameters,
+                exports: &exports,
+                capabilities,
+            },
+            &mut missing_exports,
+        );
+        let mut rehearsed = create(cfn, &planned.name, template, body, parameters).await?;
+        rehearsed.not_emulated = not_emulated;
+        rehearsed
+            .not_emulated
+            .extend(deployed_on_paper(cfn, &planned.name, capabilities.emulator).await);
+        harness_core::progress::println(format!(
+            "deploy: {} ({}) {}",
+            planned.name, planned.key, rehearsed.status
+        ));
+        if let Ok(listed) = cfn.list_exports().send().await {
+            for export in listed.exports() {
+                if let (Some(n), Some(v)) = (export.name(), export.value()) {
+                    exports.insert(n.to_string(), v.to_string());
+                }
+            }
+        }
+        let failed = rehearsed.status != "CREATE_COMPLETE";
+        stacks.push(rehearsed);
+        if failed {
+            break;
+        }
+    }
+    Ok(stacks)
 }
 
 /// Resources of stack `name` that the emulator itself reports as not really created: LocalStack's
@@ -675,35 +662,4 @@ async fn first_failure(cfn: &aws_sdk_cloudformation::Client, name: &str) -> Opti
             )
         })
     })
-}
-
-/// Loads the templates and parameter files under `dir` for a rehearsal.
-pub fn load_inputs(dir: &Path) -> Result<(Vec<Template>, Vec<ParamFile>)> {
-    let mut template_paths = Vec::new();
-    harness_cfn::validate::files_with_suffix(dir, ".cfn.yaml", &mut template_paths);
-    let mut templates = Vec::new();
-    for path in template_paths {
-        let shown = path.display().to_string();
-        templates.push(
-            harness_cfn::validate::template::load(&path, &shown).map_err(|f| {
-                anyhow!(
-                    "{}:{}: {} (run validate without --rehearse first)",
-                    f.file,
-                    f.line,
-                    f.message
-                )
-            })?,
-        );
-    }
-    let mut param_paths = Vec::new();
-    harness_cfn::validate::files_with_suffix(&dir.join("params"), ".json", &mut param_paths);
-    let mut params = Vec::new();
-    for path in param_paths {
-        let shown = path.display().to_string();
-        params.push(
-            harness_cfn::validate::params::load(&path, &shown)
-                .map_err(|f| anyhow!("{}:{}: {}", f.file, f.line, f.message))?,
-        );
-    }
-    Ok((templates, params))
 }

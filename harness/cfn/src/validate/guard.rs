@@ -372,7 +372,7 @@ fn check_here(
     for template in templates {
         // Findings per rule listed so far, and how many more were left out.
         let mut listed: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        let stack_type = template.stack_type().unwrap_or_default();
+        let stack_type = crate::deploy::stack_key(&template.path);
         let defaults = template.parameter_defaults();
         let mut stages: Vec<(String, BTreeMap<String, String>)> = param_files
             .iter()

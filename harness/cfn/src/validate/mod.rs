@@ -203,15 +203,18 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     for path in &param_paths {
         match params::load(path, &display(path)) {
             Ok(file) => {
-                let stack_type = Some(file.stack_type.clone());
-                match templates.iter().find(|t| t.stack_type() == stack_type) {
+                let key = file.stack_type.clone();
+                match templates
+                    .iter()
+                    .find(|t| crate::deploy::stack_key(&t.path) == key)
+                {
                     Some(template) => findings.extend(guarded("params", &file.display, || {
                         params::check(&file, template)
                     })),
                     // Its template did not load: the parse finding says why.
                     None if template_paths
                         .iter()
-                        .any(|p| template::stack_type_of(p) == stack_type) => {}
+                        .any(|p| crate::deploy::stack_key(p) == key) => {}
                     None => findings.push(Finding {
                         check: "params".into(),
                         rule: "no-template".into(),
@@ -221,11 +224,10 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
                         resource: None,
                         path: None,
                         message: format!(
-                            "no template {}-stack.cfn.yaml for this parameter file",
-                            file.stack_type
+                            "no template {key}-stack.cfn.yaml (or {key}.yaml, {key}.json …) for this parameter file"
                         ),
                         fix: Some(
-                            "name parameter files <type>-<stage>.json after their template".into(),
+                            "name parameter files <key>-<stage>.json after their template's file name (without extension and -stack)".into(),
                         ),
                     }),
                 }

@@ -54,6 +54,10 @@ pub struct ImageRequest {
     pub template: Option<PathBuf>,
     /// Extra variables for the tasks, for tests only (the reference image's `LFMT_FAULT`).
     pub fault_env: BTreeMap<String, String>,
+    /// `up --deploy`: the template set's plan, deployed into the emulator and realised (the
+    /// task, its database users, its target group) instead of rendering the project's template.
+    /// `image` may then be empty: the task definition's own image is used when it is here.
+    pub deploy: Option<harness_cfn::deploy::Plan>,
 }
 
 /// The running image mode, as recorded in the state directory.
@@ -77,6 +81,13 @@ pub struct ImageMode {
     /// Extra variables given for tests.
     #[serde(default)]
     pub fault_env: BTreeMap<String, String>,
+    /// The target group's health check (`up --deploy`): readiness follows its matcher and
+    /// thresholds.
+    #[serde(default)]
+    pub health: Option<super::deploy::HealthCheck>,
+    /// Whether the task comes from a deployment (`deployment.json`) rather than the template.
+    #[serde(default)]
+    pub deployed: bool,
 }
 
 impl ImageMode {
@@ -156,7 +167,7 @@ impl Stack {
         let aws_port = Stack::service_port(&snapshot, "aws")?;
         let placement = self.runtime.placement();
         let (pg_host, pg_inner) = placement.peer("postgres", pg_port, postgres::CONTAINER_PORT);
-        let (aws_host, aws_inner) = placement.peer("aws", aws_port, aws::CONTAINER_PORT);
+
         let region = self.config.aws.region.clone();
         let mut wiring = taskdef::LocalWiring {
             stage: "dev".into(),
@@ -232,7 +243,24 @@ impl Stack {
         for (name, secret) in &shape.secrets {
             env.insert(name.clone(), read_secret(&sm, name, secret).await?);
         }
-        // What the platform injects (Fargate's task role / EKS's IRSA), with the emulator as AWS.
+        self.platform_env(state, &mut env)?;
+        Ok(RenderedTask { shape, env })
+    }
+
+    /// What the platform injects into a task (Fargate's task role / EKS's IRSA), with the
+    /// emulator as AWS.
+    fn platform_env(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        env: &mut BTreeMap<String, String>,
+    ) -> Result<()> {
+        let snapshot = state.lock().expect("state lock").clone();
+        let aws_port = Stack::service_port(&snapshot, "aws")?;
+        let (aws_host, aws_inner) =
+            self.runtime
+                .placement()
+                .peer("aws", aws_port, aws::CONTAINER_PORT);
+        let region = self.config.aws.region.clone();
         env.insert("AWS_REGION".into(), region.clone());
         env.insert("AWS_DEFAULT_REGION".into(), region.clone());
         env.insert(
@@ -258,7 +286,21 @@ impl Stack {
                 );
             }
         }
-        Ok(RenderedTask { shape, env })
+        Ok(())
+    }
+
+    /// The deployed task (`up --deploy`) with what the platform injects.
+    fn deployed_task(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        deployment: &super::deploy::Deployment,
+    ) -> Result<RenderedTask> {
+        let mut env = deployment.env.clone();
+        self.platform_env(state, &mut env)?;
+        Ok(RenderedTask {
+            shape: deployment.shape(),
+            env,
+        })
     }
 
     fn task_spec(
@@ -346,18 +388,25 @@ impl Stack {
             };
             self.record(state, name, record.clone())?;
             step.set_message(format!("waiting for {url}{}", mode.health_path));
-            net::wait_until(
-                name,
-                TASK_READY_TIMEOUT,
-                Duration::from_millis(500),
-                self.alive_fn(&process),
-                || {
-                    let record = record.clone();
-                    async move { Ok(super::probe(&record, None, "").await.is_ok()) }
-                },
-            )
-            .await
-            .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
+            match &mode.health {
+                Some(health) => {
+                    target_health(name, &url, health, self.alive_fn(&process))
+                        .await
+                        .map_err(|e| self.with_log_tail(e, &process, &spec.log))?;
+                }
+                None => net::wait_until(
+                    name,
+                    TASK_READY_TIMEOUT,
+                    Duration::from_millis(500),
+                    self.alive_fn(&process),
+                    || {
+                        let record = record.clone();
+                        async move { Ok(super::probe(&record, None, "").await.is_ok()) }
+                    },
+                )
+                .await
+                .map_err(|e| self.with_log_tail(e, &process, &spec.log))?,
+            }
             Ok((name.to_string(), t0.elapsed().as_secs_f64()))
         }
         .await;
@@ -373,15 +422,41 @@ impl Stack {
         request: &ImageRequest,
     ) -> Result<Vec<(String, f64)>> {
         let docker = self.docker()?;
-        let image = request.image.clone();
+        // `--deploy`: the set deployed and realised first (the task definition names the image
+        // when --image does not).
+        let deployment = match &request.deploy {
+            Some(plan) => {
+                let given = Some(request.image.as_str()).filter(|i| !i.is_empty());
+                let deployment = self.deploy_and_realise(state, plan, given).await?;
+                deployment.write(&self.config.state_dir)?;
+                Some(deployment)
+            }
+            None => {
+                super::deploy::Deployment::remove(&self.config.state_dir)?;
+                None
+            }
+        };
+        let image_name = match &deployment {
+            Some(d) if request.image.is_empty() => d.image_uri.clone(),
+            _ => request.image.clone(),
+        };
+        let image = image_name.clone();
         // Present or pulled, then its contract (labels) and user.
         let (labels, image_user) = tokio::task::spawn_blocking(move || {
-            docker.image_for(&image)?;
+            docker.image_for(&image).map_err(|e| {
+                anyhow!("{e:#}\nthe task's image {image} is not here: pass --image LOCAL_IMAGE (e.g. langflow-infra/langflow-multi-tenant:1.13.0)")
+            })?;
             docker.image_labels(&image)
         })
         .await??;
-        let template = self.template_path(request.template.as_deref());
-        let rendered = self.render_task(state, &request.image, &template).await?;
+        let template = match &deployment {
+            Some(d) => PathBuf::from(&d.service),
+            None => self.template_path(request.template.as_deref()),
+        };
+        let rendered = match &deployment {
+            Some(d) => self.deployed_task(state, d)?,
+            None => self.render_task(state, &request.image, &template).await?,
+        };
         let findings = taskdef::contract_findings(
             &rendered.shape,
             labels.get(taskdef::REQUIRES_ENV_LABEL).map(String::as_str),
@@ -389,8 +464,8 @@ impl Stack {
         if !findings.is_empty() {
             let lines: Vec<String> = findings.iter().map(|f| format!("  - {f}")).collect();
             bail!(
-                "{} cannot run as {} gives it ({} finding{}):\n{}\nfix the TaskDefinition's Environment/Secrets (or the image), then run `up --image` again",
-                request.image,
+                "{} cannot run as {} gives it ({} finding{}):\n{}\nfix the TaskDefinition's Environment/Secrets (or the image), then run `up` again",
+                image_name,
                 template.display(),
                 findings.len(),
                 if findings.len() == 1 { "" } else { "s" },
@@ -410,7 +485,7 @@ impl Stack {
             .map(String::from)
             .collect();
         let mode = ImageMode {
-            image: request.image.clone(),
+            image: image_name.clone(),
             user: image_user,
             tasks,
             template,
@@ -418,6 +493,8 @@ impl Stack {
             health_path: rendered.shape.health_path.clone(),
             sticky: rendered.shape.sticky,
             fault_env: request.fault_env.clone(),
+            health: deployment.as_ref().map(|d| d.health.clone()),
+            deployed: deployment.is_some(),
         };
         mode.write(&self.config.state_dir)?;
         let started = mode
@@ -460,7 +537,15 @@ impl Stack {
     ) -> Result<(String, f64)> {
         let mode = ImageMode::read(&self.config.state_dir)?
             .ok_or_else(|| anyhow!("{name} is a task but the run is not in image mode"))?;
-        let rendered = self.render_task(state, &mode.image, &mode.template).await?;
+        let rendered = if mode.deployed {
+            let deployment =
+                super::deploy::Deployment::read(&self.config.state_dir)?.ok_or_else(|| {
+                    anyhow!("{name} is a deployed task but the run has no deployment record")
+                })?;
+            self.deployed_task(state, &deployment)?
+        } else {
+            self.render_task(state, &mode.image, &mode.template).await?
+        };
         let started = self.start_task(state, name, &rendered, &mode).await?;
         // The engine gave the new container a new port: the target group follows it.
         self.write_pool_routes(state, &mode)?;
@@ -486,6 +571,77 @@ impl Stack {
     }
 }
 
+/// How often the local target group checks a starting task at most (AWS's interval is 5–300 s;
+/// the thresholds are kept, the wait between checks is capped to keep `up` quick).
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Waits until the task at `url` passes its target group's health check: `healthy` answers in a
+/// row inside the matcher. Once the app answers, `unhealthy` answers in a row outside the matcher
+/// (a redirect included: the load balancer does not follow it) fail the task as the load balancer
+/// would keep it out of service; a task that never answers fails after the start timeout.
+async fn target_health(
+    name: &str,
+    url: &str,
+    health: &super::deploy::HealthCheck,
+    mut alive: impl FnMut() -> bool,
+) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let target = format!("{url}{}", health.path);
+    let interval = Duration::from_secs(health.interval_secs.max(1)).min(MAX_CHECK_INTERVAL);
+    let started = Instant::now();
+    let (mut good, mut bad) = (0u32, 0u32);
+    loop {
+        if !alive() {
+            bail!(
+                "{name} exited before it passed the target group's health check (GET {})",
+                health.path
+            );
+        }
+        match client.get(&target).send().await {
+            Ok(answer) => {
+                let status = answer.status().as_u16();
+                if health.matches(status) {
+                    good += 1;
+                    bad = 0;
+                    if good >= health.healthy.clamp(1, 10) {
+                        return Ok(());
+                    }
+                } else {
+                    good = 0;
+                    bad += 1;
+                    if bad >= health.unhealthy.clamp(1, 10) {
+                        let location = answer
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|l| l.to_str().ok())
+                            .map(|l| format!(" (Location: {l})"))
+                            .unwrap_or_default();
+                        bail!(
+                            "{name} is unhealthy: GET {} answered {status}{location} {bad} times in a row, outside the target group's matcher {}; the load balancer would send it no traffic. Fix the target group's HealthCheckPath (Langflow's readiness check is /health_check) or its Matcher",
+                            health.path,
+                            health.matcher
+                        );
+                    }
+                }
+            }
+            Err(_) => {
+                (good, bad) = (0, 0);
+            }
+        }
+        if started.elapsed() > TASK_READY_TIMEOUT {
+            bail!(
+                "{name} did not pass its health check (GET {}) within {} s",
+                health.path,
+                TASK_READY_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// `uid[:gid]` of an image's numeric `USER` (`None` for root, names, or nothing).
 fn numeric_user(user: &str) -> Option<(u32, u32)> {
     let (uid, gid) = user.split_once(':').unwrap_or((user, user));
@@ -495,7 +651,7 @@ fn numeric_user(user: &str) -> Option<(u32, u32)> {
 
 /// Creates (or updates) the RDS master user: a login role that may create roles and owns the
 /// database, not a superuser (RDS's master user is not one either).
-async fn ensure_master_user(
+pub(super) async fn ensure_master_user(
     port: u16,
     superuser_password: &str,
     database: &str,
@@ -524,7 +680,7 @@ async fn ensure_master_user(
 }
 
 /// Creates secret `name` with `value` in the emulator, or gives it `value`; returns its ARN.
-async fn put_secret(
+pub(super) async fn put_secret(
     sm: &aws_sdk_secretsmanager::Client,
     name: &str,
     value: &str,
@@ -554,7 +710,7 @@ async fn put_secret(
 }
 
 /// Reads a `Secrets` entry as ECS does: the secret's string, or one key of its JSON.
-async fn read_secret(
+pub(super) async fn read_secret(
     sm: &aws_sdk_secretsmanager::Client,
     variable: &str,
     secret: &taskdef::SecretRef,

@@ -7,6 +7,7 @@
 //! - state whose processes are gone (stale) is detected, what is left of it stopped, and replaced;
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
+pub mod deploy;
 mod forking;
 mod identity;
 pub mod image;
@@ -455,6 +456,7 @@ impl Stack {
             return Ok((ready, Provisioned::default()));
         }
         image::ImageMode::remove(&self.config.state_dir)?;
+        deploy::Deployment::remove(&self.config.state_dir)?;
         let mut provisioned = self.provision_tenants(state).await?;
         ready.extend(self.start_tenant_tiers(state).await?);
         provisioned.credentials = self.provision_users(state).await?;
@@ -788,6 +790,7 @@ impl Stack {
         let orphans_stopped = self.runtime.sweep(&self.run_marker(), STOP_GRACE);
         self.files.remove_state()?;
         image::ImageMode::remove(&self.config.state_dir)?;
+        deploy::Deployment::remove(&self.config.state_dir)?;
         for temp in [
             self.config.log_dir(),
             self.config.state_dir.join("aws"),
