@@ -843,7 +843,7 @@ mod tests {
         let dir = variant("plain-params");
         let e = plan(&dir, "dev", &[], "us-east-1").unwrap_err().to_string();
         let lines: Vec<&str> = e.lines().collect();
-        assert_eq!(lines.len(), 4, "{e}");
+        assert_eq!(lines.len(), 5, "{e}");
         assert!(
             e.contains("parameter DbPass of ") && e.contains("--param app.DbPass=VALUE"),
             "{e}"
@@ -853,6 +853,7 @@ mod tests {
             "DbHost=@postgres.host",
             "DbUser=@postgres.user",
             "app.DbPass=@postgres.password",
+            "SigningKey=k",
         ]
         .iter()
         .map(|a| a.parse().unwrap())
