@@ -128,15 +128,27 @@ async fn a_managed_secret_set_serves_a_tenant_with_the_reference_image() {
             .service("gateway")
             .map(|s| s.port)
             .expect("gateway");
-        let login = reqwest::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{gateway}/tenant/acme/api/v1/login"
-            ))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("username=admin%40acme.test&password=Sup3r-secret-pw")
-            .send()
-            .await?;
-        assert_eq!(login.status(), 200, "{}", login.text().await?);
+        // The image picks new tenants up from its registry within seconds.
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        let (status, body) = loop {
+            let login = client
+                .post(format!(
+                    "http://127.0.0.1:{gateway}/tenant/acme/api/v1/login"
+                ))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("username=admin%40acme.test&password=Sup3r-secret-pw")
+                .send()
+                .await?;
+            let status = login.status().as_u16();
+            let body = login.text().await?;
+            if (status != 404 && status != 502) || started.elapsed().as_secs() > 120 {
+                break (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        };
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("access_token"), "{body}");
         Ok::<_, anyhow::Error>(())
     }
     .await;

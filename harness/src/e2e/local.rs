@@ -299,7 +299,11 @@ pub async fn run(
             schemas,
             secret_keys,
             s3: aws::s3_client(aws_port, &stack.config().aws.region).await,
-            bucket: stack.config().aws.tenant_bucket.clone(),
+            // A deployed task stores files where its own settings say (Langflow's
+            // LANGFLOW_OBJECT_STORAGE_BUCKET_NAME, the bucket the deploy made).
+            bucket: crate::stack::deploy::Deployment::read(&stack.config().state_dir)?
+                .and_then(|d| d.env.get("LANGFLOW_OBJECT_STORAGE_BUCKET_NAME").cloned())
+                .unwrap_or_else(|| stack.config().aws.tenant_bucket.clone()),
             task_urls,
             // The credentials suite drives the harness's own instances (their IRSA settings).
             credentials: up

@@ -402,7 +402,8 @@ fn prune_ids(body: &mut serde_json::Value, ids: BTreeSet<String>) -> Vec<String>
     loop {
         let mut more = Vec::new();
         for section in ["Resources", "Outputs"] {
-            if let Some(entries) = body[section].as_object_mut() {
+            // (`get_mut`: indexing a missing section mutably would add it as null, which the emulator rejects)
+            if let Some(entries) = body.get_mut(section).and_then(|s| s.as_object_mut()) {
                 entries.retain(|id, r| {
                     let keep = !mentions(r, &removed);
                     if !keep {

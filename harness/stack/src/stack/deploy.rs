@@ -826,9 +826,8 @@ impl Stack {
         for s in &stacks {
             for (id, resource) in s.template_resources() {
                 let kind = resource["Type"].as_str().unwrap_or_default();
-                if !s.resources.contains_key(id) || REALISED.contains(&kind) {
-                    continue;
-                }
+                // (Autoscaling bounds are read from the template even when the emulator left the
+                // resource out.)
                 if kind == "AWS::ApplicationAutoScaling::ScalableTarget" {
                     let p = &resource["Properties"];
                     let bound = |k: &str| s.eval(&p[k], &exports).unwrap_or_else(|| "?".into());
@@ -838,6 +837,9 @@ impl Stack {
                         bound("MinCapacity"),
                         bound("MaxCapacity")
                     ));
+                }
+                if !s.resources.contains_key(id) || REALISED.contains(&kind) {
+                    continue;
                 }
                 not_run.push(format!(
                     "{kind} {id} ({}): {}",
