@@ -50,15 +50,39 @@ fn stack_for(
         })
 }
 
-/// Whether any container of `stack`'s run is left.
+/// Takes the stack down when dropped, so a failed assertion (a panic) leaves nothing running.
+struct DownOnDrop<'a>(&'a Stack);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.down(true);
+    }
+}
+
+/// What of `stack`'s run is left: containers, its network, its data volumes.
 fn leftovers(stack: &Stack) -> Vec<String> {
-    stack.runtime().leftovers(&stack.run_marker())
+    let mut left = stack.runtime().leftovers(&stack.run_marker());
+    let volumes = std::process::Command::new("docker")
+        .args(["volume", "ls", "-q", "--filter"])
+        .arg(format!(
+            "label=dev.langflow-infra.run={}",
+            stack.run_marker()
+        ))
+        .output()
+        .expect("docker CLI");
+    left.extend(
+        String::from_utf8_lossy(&volumes.stdout)
+            .lines()
+            .map(|v| format!("volume {v}")),
+    );
+    left
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_managed_secret_set_serves_a_tenant_with_the_reference_image() {
     let dir = tempfile::tempdir().unwrap();
     let stack = stack_for(dir.path(), "managed-secret", &[], REFERENCE_IMAGE, Some(1));
+    let guard = DownOnDrop(&stack);
     let up = stack.up().await;
     let outcome = async {
         let up = up?;
@@ -152,7 +176,7 @@ async fn a_managed_secret_set_serves_a_tenant_with_the_reference_image() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    stack.down(true).unwrap();
+    drop(guard);
     outcome.unwrap();
     assert!(leftovers(&stack).is_empty());
 }

@@ -111,6 +111,10 @@ pub struct Deployment {
     pub health: HealthCheck,
     /// Whether the target group is sticky.
     pub sticky: bool,
+    /// The task definition's `TaskRoleArn` (the role the emulator made): the tasks get its
+    /// credentials, as ECS gives them; `None` = the platform's identity (IRSA) as before.
+    #[serde(default)]
+    pub task_role_arn: Option<String>,
     /// What the deploy does not run locally: `Type Id (stack): reason`.
     pub not_run: Vec<String>,
     /// What else a person should know (autoscaling bounds …).
@@ -268,6 +272,37 @@ fn put_attributes(body: &mut Value, id: &str, values: &BTreeMap<String, String>)
         Value::Array(items) => items.iter_mut().for_each(|v| put_attributes(v, id, values)),
         _ => {}
     }
+}
+
+/// Leaves out of every `AWS::S3::BucketPolicy` the `Deny` statements conditioned on
+/// `aws:SecureTransport` being false (the emulator is reached over plain HTTP; on AWS the same
+/// requests use HTTPS and pass); returns the policies changed.
+fn drop_https_only_statements(body: &mut Value) -> Vec<String> {
+    let mut changed = Vec::new();
+    let Some(resources) = body.get_mut("Resources").and_then(Value::as_object_mut) else {
+        return changed;
+    };
+    for (id, resource) in resources.iter_mut() {
+        if resource["Type"] != "AWS::S3::BucketPolicy" {
+            continue;
+        }
+        let Some(statements) = resource
+            .pointer_mut("/Properties/PolicyDocument/Statement")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        let before = statements.len();
+        statements.retain(|st| {
+            let insecure = st["Condition"]["Bool"]["aws:SecureTransport"].as_str() == Some("false")
+                || st["Condition"]["Bool"]["aws:SecureTransport"] == Value::Bool(false);
+            !(st["Effect"] == "Deny" && insecure)
+        });
+        if statements.len() != before {
+            changed.push(id.clone());
+        }
+    }
+    changed
 }
 
 /// Resolves `{{resolve:secretsmanager:ID[:SecretString[:KEY[:STAGE[:VERSION]]]]}}` references
@@ -456,6 +491,7 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let transport_notes = std::sync::Mutex::new(Vec::<String>::new());
         let prepare = |planned: &PlannedStack, body: &mut Value| -> Result<()> {
             // Every stack of the set may name any database's attributes (in its own template:
             // exports carry them further).
@@ -489,6 +525,16 @@ impl Stack {
                 }
                 put_attributes(body, &id, &values);
             }
+            let dropped = drop_https_only_statements(body);
+            transport_notes
+                .lock()
+                .expect("notes lock")
+                .extend(dropped.into_iter().map(|id| {
+                    format!(
+                        "{id} ({}): its statement denying plain HTTP (aws:SecureTransport false) is left out locally: the emulator's endpoint is HTTP, AWS's is HTTPS",
+                        planned.key
+                    )
+                }));
             Ok(())
         };
         let deployed =
@@ -575,6 +621,22 @@ impl Stack {
             refs.insert("AWS::Partition".into(), "aws".into());
             refs.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
             let mut attributes = BTreeMap::new();
+            for (id, (kind, physical)) in &resources {
+                // The ARNs CloudFormation's GetAtt gives, from the physical ids (names) the
+                // emulator made.
+                let arn = match kind.as_str() {
+                    "AWS::IAM::Role" if physical.starts_with("arn:") => Some(physical.clone()),
+                    "AWS::IAM::Role" => Some(format!(
+                        "arn:aws:iam::{}:role/{physical}",
+                        self.config.aws.account_id
+                    )),
+                    "AWS::S3::Bucket" => Some(format!("arn:aws:s3:::{physical}")),
+                    _ => None,
+                };
+                if let Some(arn) = arn {
+                    attributes.insert(format!("{id}.Arn"), arn);
+                }
+            }
             for (id, resource) in planned.template.body["Resources"]
                 .as_object()
                 .into_iter()
@@ -764,6 +826,12 @@ impl Stack {
             );
             secret_names.insert(name.to_string());
         }
+        let task_role_arn = match &task["Properties"]["TaskRoleArn"] {
+            Value::Null => None,
+            value => Some(stack.eval(value, &exports).with_context(|| {
+                format!("{what}: task definition {task_id}'s TaskRoleArn ({value}) cannot be evaluated from the deployed stack")
+            })?),
+        };
         let desired_count: u32 = stack
             .eval(&props["DesiredCount"], &exports)
             .and_then(|n| n.parse().ok())
@@ -822,7 +890,7 @@ impl Stack {
         };
 
         // What is not run, and autoscaling bounds.
-        let mut notes = Vec::new();
+        let mut notes = transport_notes.into_inner().expect("notes lock");
         for s in &stacks {
             for (id, resource) in s.template_resources() {
                 let kind = resource["Type"].as_str().unwrap_or_default();
@@ -860,10 +928,49 @@ impl Stack {
             desired_count,
             health,
             sticky,
+            task_role_arn,
             not_run,
             notes,
         })
     }
+}
+
+/// How long the task role's credentials are asked for (ECS refreshes them; a restarted task gets
+/// new ones).
+const TASK_ROLE_SECONDS: i32 = 12 * 3600;
+
+/// The task role's temporary credentials, as ECS's agent gets them for a task: AssumeRole on the
+/// emulator by the account (standing for the `ecs-tasks.amazonaws.com` service principal).
+pub(super) async fn task_role_credentials(
+    port: u16,
+    region: &str,
+    role_arn: &str,
+) -> Result<[(String, String); 3]> {
+    let sts = aws_sdk_sts::Client::new(&aws::sdk_config(port, region).await);
+    let assumed = sts
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("ecs-task")
+        .duration_seconds(TASK_ROLE_SECONDS)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot assume the task role {role_arn} in the emulator: {}",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let c = assumed
+        .credentials()
+        .with_context(|| format!("AssumeRole of {role_arn} returned no credentials"))?;
+    Ok([
+        ("AWS_ACCESS_KEY_ID".into(), c.access_key_id().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            c.secret_access_key().to_string(),
+        ),
+        ("AWS_SESSION_TOKEN".into(), c.session_token().to_string()),
+    ])
 }
 
 /// Creates database `name` owned by `owner` when it does not exist (RDS creates a cluster's
@@ -939,6 +1046,20 @@ mod tests {
         );
         assert_eq!(body["Outputs"]["C"]["Value"], "arn:x");
         assert!(body["Outputs"]["D"]["Value"].is_object());
+    }
+
+    #[test]
+    fn only_the_plain_http_deny_of_a_bucket_policy_is_left_out() {
+        let mut body = serde_json::json!({"Resources": {"P": {"Type": "AWS::S3::BucketPolicy", "Properties": {"PolicyDocument": {"Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket"}
+        ]}}}}});
+        assert_eq!(drop_https_only_statements(&mut body), ["P"]);
+        let left = body
+            .pointer("/Resources/P/Properties/PolicyDocument/Statement")
+            .unwrap();
+        assert_eq!(left.as_array().unwrap().len(), 1);
+        assert_eq!(left[0]["Action"], "s3:DeleteBucket");
     }
 
     #[test]

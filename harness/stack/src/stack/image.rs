@@ -289,14 +289,30 @@ impl Stack {
         Ok(())
     }
 
-    /// The deployed task (`up --deploy`) with what the platform injects.
-    fn deployed_task(
+    /// The deployed task (`up --deploy`) with what the platform injects: its task role's
+    /// credentials when the task definition names one, else the platform identity.
+    async fn deployed_task(
         &self,
         state: &Arc<Mutex<RunState>>,
         deployment: &super::deploy::Deployment,
     ) -> Result<RenderedTask> {
         let mut env = deployment.env.clone();
         self.platform_env(state, &mut env)?;
+        if let Some(role) = &deployment.task_role_arn {
+            let snapshot = state.lock().expect("state lock").clone();
+            let aws_port = Stack::service_port(&snapshot, "aws")?;
+            for name in [
+                "AWS_ROLE_ARN",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_ROLE_SESSION_NAME",
+            ] {
+                env.remove(name);
+            }
+            env.extend(
+                super::deploy::task_role_credentials(aws_port, &self.config.aws.region, role)
+                    .await?,
+            );
+        }
         Ok(RenderedTask {
             shape: deployment.shape(),
             env,
@@ -454,7 +470,7 @@ impl Stack {
             None => self.template_path(request.template.as_deref()),
         };
         let rendered = match &deployment {
-            Some(d) => self.deployed_task(state, d)?,
+            Some(d) => self.deployed_task(state, d).await?,
             None => self.render_task(state, &request.image, &template).await?,
         };
         let findings = taskdef::contract_findings(
@@ -542,7 +558,7 @@ impl Stack {
                 super::deploy::Deployment::read(&self.config.state_dir)?.ok_or_else(|| {
                     anyhow!("{name} is a deployed task but the run has no deployment record")
                 })?;
-            self.deployed_task(state, &deployment)?
+            self.deployed_task(state, &deployment).await?
         } else {
             self.render_task(state, &mode.image, &mode.template).await?
         };

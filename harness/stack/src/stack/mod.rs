@@ -401,6 +401,9 @@ impl Stack {
         }
         // Processes / containers of an `up` that was killed before it could record or clean up.
         self.runtime.sweep(&self.run_marker(), STOP_GRACE);
+        // A first `up` in this state dir (no secrets yet) makes the data volumes; if it fails,
+        // they go too, so a refused start leaves nothing behind. Data of an earlier run stays.
+        let first_up = !self.files.secrets_path().exists();
 
         let state = Arc::new(Mutex::new(RunState {
             version: STATE_VERSION,
@@ -436,6 +439,13 @@ impl Stack {
                 self.stop_recorded(&state);
                 self.runtime.sweep(&self.run_marker(), STOP_GRACE);
                 self.files.remove_state()?;
+                if first_up {
+                    if let Err(e) = self.runtime.remove_volumes(&self.run_marker()) {
+                        harness_core::progress::println(format!(
+                            "could not remove the volumes of the failed start: {e:#}"
+                        ));
+                    }
+                }
                 Err(error)
             }
         }
