@@ -481,7 +481,13 @@ impl Stack {
         let capabilities_dir = self.config.state_dir.join("emulator-caps");
         std::fs::create_dir_all(&capabilities_dir)
             .with_context(|| format!("cannot create {}", capabilities_dir.display()))?;
+        let t0 = std::time::Instant::now();
         let capabilities = emulator_caps::probe(&self.config, aws_port, &capabilities_dir).await?;
+        harness_core::progress::println(format!(
+            "deploy: probed the emulator in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ));
+        let t0 = std::time::Instant::now();
         let endpoint_values: BTreeMap<String, String> = [
             ("Endpoint.Address", pg_host.clone()),
             ("ReadEndpoint.Address", pg_host.clone()),
@@ -547,6 +553,12 @@ impl Stack {
                 failed.status
             );
         }
+        harness_core::progress::println(format!(
+            "deploy: {} stacks in {:.1}s",
+            deployed.len(),
+            t0.elapsed().as_secs_f64()
+        ));
+        let t0 = std::time::Instant::now();
         let mut not_run: Vec<String> = Vec::new();
         for (stack, planned) in deployed.iter().zip(&plan.stacks) {
             for left in stack.skipped.iter().chain(&stack.not_emulated) {
@@ -916,6 +928,10 @@ impl Stack {
                 ));
             }
         }
+        harness_core::progress::println(format!(
+            "deploy: realised in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ));
         Ok(Deployment {
             stage: plan.stage.clone(),
             stacks: plan.stacks.iter().map(|s| s.name.clone()).collect(),

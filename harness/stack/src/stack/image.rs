@@ -587,9 +587,11 @@ impl Stack {
     }
 }
 
-/// How often the local target group checks a starting task at most (AWS's interval is 5–300 s;
-/// the thresholds are kept, the wait between checks is capped to keep `up` quick).
-const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// How far apart the local target group checks a starting task at most (AWS's interval is
+/// 5–300 s; the thresholds are kept, the wait between checks is capped to keep `up` quick).
+const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a task that does not answer yet is tried (it is not counted against it).
+const START_POLL: Duration = Duration::from_millis(250);
 
 /// Waits until the task at `url` passes its target group's health check: `healthy` answers in a
 /// row inside the matcher. Once the app answers, `unhealthy` answers in a row outside the matcher
@@ -654,7 +656,9 @@ async fn target_health(
                 TASK_READY_TIMEOUT.as_secs()
             );
         }
-        tokio::time::sleep(interval).await;
+        // Checks count once the app answers; until then it is only tried, more often.
+        let answered = good + bad > 0;
+        tokio::time::sleep(if answered { interval } else { START_POLL }).await;
     }
 }
 
