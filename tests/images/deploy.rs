@@ -44,7 +44,6 @@ fn stack_for(
             image: image.into(),
             tasks,
             min_tasks: 1,
-            template: None,
             fault_env: Default::default(),
             deploy: Some(plan),
         })

@@ -106,7 +106,6 @@ async fn a_stock_langflow_image_is_refused_naming_what_the_task_lacks() {
             image: STOCK_IMAGE.into(),
             tasks: Some(2),
             min_tasks: 1,
-            template: None,
             fault_env: Default::default(),
             deploy: None,
         });

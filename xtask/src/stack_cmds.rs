@@ -23,21 +23,15 @@ pub struct UpArgs {
     /// Stay in the foreground; Ctrl-C then stops everything.
     #[arg(long)]
     foreground: bool,
-    /// Run this image as the Fargate service runs it (image mode; containers): its tasks get
-    /// exactly the TaskDefinition's environment, tenants are managed by the image's tenantmgr.
+    /// Run this image as the Fargate service runs it (image mode; containers): the templates
+    /// (`--deploy --dir`, default the project's aws/ at stage dev) are deployed into the
+    /// emulator, the tasks get exactly the deployed task definition's environment, tenants are
+    /// managed by the image's tenantmgr.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
     /// Tasks to run in image mode (default: the service's DesiredCount).
-    #[arg(long, requires = "image")]
+    #[arg(long)]
     tasks: Option<usize>,
-    /// The Fargate template to render the task from (default: aws/apps/fargate-stack.cfn.yaml).
-    #[arg(
-        long,
-        requires = "image",
-        value_name = "PATH",
-        conflicts_with = "deploy"
-    )]
-    template: Option<PathBuf>,
     /// Deploy every template under --dir into the emulator with this stage's parameters, then
     /// run what the stacks describe: the load-balanced ECS service's tasks (image: --image, or
     /// the task definition's own when it is here), its databases as the local Postgres, its
@@ -91,7 +85,6 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
         foreground,
         image,
         tasks,
-        template,
         deploy,
         dir,
         params,
@@ -124,7 +117,6 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
             image: image.unwrap_or_default(),
             tasks,
             min_tasks: 1,
-            template,
             fault_env: Default::default(),
             deploy: plan,
         });

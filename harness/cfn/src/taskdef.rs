@@ -1,17 +1,14 @@
-//! The deployed task as ECS would run it: the Fargate stack's TaskDefinition
-//! (`aws/apps/fargate-stack.cfn.yaml`: its container's port, `Environment` and `Secrets`), the
-//! service's `DesiredCount` and the target group's health check path and stickiness, rendered for
-//! the local stack. Parameters come from the stage's parameter file (`aws/params/fargate-<stage>.json`)
-//! over the template's defaults, then the local overrides; imports and resource references resolve
-//! to the local stack's endpoints. What an image needs that the task does not give is a finding
-//! (the image-contract check), never something the harness quietly adds.
+//! The deployed task as the image contract judges it ([`TaskShape`]: its container's port,
+//! `Environment` and `Secrets`, the service's `DesiredCount`, the target group's health check path
+//! and stickiness — made by `up --deploy` from the deployed stacks), `Secrets` references, and the
+//! image contract: what an image needs that the task does not give is a finding, never something
+//! the harness quietly adds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
-use serde_json::Value;
 
 /// The Fargate stack's template, relative to the project root.
 pub const TEMPLATE: &str = "aws/apps/fargate-stack.cfn.yaml";
@@ -95,136 +92,6 @@ impl TaskShape {
     }
 }
 
-/// The local stack's side of the wiring: what the template's parameters, resources and imports
-/// stand for here.
-#[derive(Debug, Clone, Default)]
-pub struct LocalWiring {
-    /// Stage whose parameter file is read (`dev`).
-    pub stage: String,
-    /// Where the parameter files are when the template has no `params/` beside its folder (a
-    /// template given with `--template` outside the project): the project's `aws/params`.
-    pub params_dir: Option<PathBuf>,
-    /// Parameter values that replace the file's (`ContainerImage`, ...).
-    pub overrides: BTreeMap<String, String>,
-    /// Physical ids of the stack's own resources by logical id (`TenantFilesBucket` → bucket name).
-    pub resources: BTreeMap<String, String>,
-    /// Outputs of the RDS stack by output name (`DBClusterEndpoint`, `DBSecretArn`), imported as
-    /// `<RdsStackName>-<output>`.
-    pub rds_outputs: BTreeMap<String, String>,
-    /// Region and account of the pseudo parameters.
-    pub region: String,
-    /// Account id (`AWS::AccountId`).
-    pub account: String,
-}
-
-/// Reads the Fargate template at `template` and renders its task for the local stack.
-pub fn render(template: &Path, wiring: &LocalWiring) -> Result<TaskShape> {
-    let display = template.display().to_string();
-    let loaded = crate::validate::template::load(template, &display)
-        .map_err(|f| anyhow!("{display}: {}", f.message))?;
-    let body = &loaded.body;
-    let mut params = loaded.parameter_defaults();
-    let file_name = format!("fargate-{}.json", wiring.stage);
-    let params_file = template
-        .parent()
-        .and_then(Path::parent)
-        .map(|aws| aws.join("params").join(&file_name))
-        .filter(|f| f.is_file())
-        .or_else(|| wiring.params_dir.as_ref().map(|d| d.join(&file_name)));
-    if let Some(file) = params_file.filter(|f| f.is_file()) {
-        let parsed = crate::validate::params::load(&file, &file.display().to_string())
-            .map_err(|f| anyhow!("{}: {}", file.display(), f.message))?;
-        params.extend(parsed.values);
-    }
-    params.extend(wiring.overrides.clone());
-    let stack_name = format!("langflow-local-{}-fargate-stack", wiring.stage);
-    let mut refs = params.clone();
-    refs.extend(wiring.resources.clone());
-    refs.insert("AWS::Region".into(), wiring.region.clone());
-    refs.insert("AWS::AccountId".into(), wiring.account.clone());
-    refs.insert("AWS::Partition".into(), "aws".into());
-    refs.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
-    let rds = params.get("RdsStackName").cloned().unwrap_or_default();
-    let imports: BTreeMap<String, String> = wiring
-        .rds_outputs
-        .iter()
-        .map(|(output, value)| (format!("{rds}-{output}"), value.clone()))
-        .collect();
-    let conditions = body["Conditions"].as_object();
-    let resolve = |value: &Value, what: &str| -> Result<String> {
-        crate::validate::wiring::resolve(value, &stack_name, &refs, &imports, conditions)
-            .with_context(|| {
-                format!("{display}: {what} cannot be resolved for the local stack ({value})")
-            })
-    };
-
-    let resources = body["Resources"]
-        .as_object()
-        .with_context(|| format!("{display} has no Resources"))?;
-    let of_type = |kind: &'static str| {
-        resources
-            .iter()
-            .filter(move |(_, r)| r["Type"].as_str() == Some(kind))
-    };
-    let (task_id, task) = of_type("AWS::ECS::TaskDefinition")
-        .next()
-        .with_context(|| format!("{display} has no AWS::ECS::TaskDefinition"))?;
-    let container = task["Properties"]["ContainerDefinitions"]
-        .as_array()
-        .and_then(|c| c.first())
-        .with_context(|| format!("{display}: {task_id} has no ContainerDefinitions"))?;
-    let name = container["Name"].as_str().unwrap_or("app").to_string();
-    let port_value = &container["PortMappings"][0]["ContainerPort"];
-    let container_port: u16 = resolve(port_value, "ContainerPort")?
-        .parse()
-        .with_context(|| format!("{display}: {task_id}'s ContainerPort is not a port"))?;
-    let mut environment = BTreeMap::new();
-    for entry in container["Environment"].as_array().into_iter().flatten() {
-        let key = entry["Name"]
-            .as_str()
-            .context("an Environment entry without Name")?;
-        environment.insert(key.to_string(), resolve(&entry["Value"], key)?);
-    }
-    let mut secrets = BTreeMap::new();
-    for entry in container["Secrets"].as_array().into_iter().flatten() {
-        let key = entry["Name"]
-            .as_str()
-            .context("a Secrets entry without Name")?;
-        let value_from = resolve(&entry["ValueFrom"], key)?;
-        let secret =
-            SecretRef::parse(&value_from).with_context(|| format!("{display}: secret {key}"))?;
-        secrets.insert(key.to_string(), secret);
-    }
-    let desired_count = of_type("AWS::ECS::Service")
-        .next()
-        .and_then(|(_, s)| resolve(&s["Properties"]["DesiredCount"], "DesiredCount").ok())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    let target_group = of_type("AWS::ElasticLoadBalancingV2::TargetGroup").next();
-    let health_path = target_group
-        .and_then(|(_, t)| resolve(&t["Properties"]["HealthCheckPath"], "HealthCheckPath").ok())
-        .unwrap_or_else(|| "/".to_string());
-    let sticky = target_group
-        .and_then(|(_, t)| t["Properties"]["TargetGroupAttributes"].as_array())
-        .into_iter()
-        .flatten()
-        .any(|a| {
-            a["Key"].as_str() == Some("stickiness.enabled")
-                && resolve(&a["Value"], "stickiness").ok().as_deref() == Some("true")
-        });
-    Ok(TaskShape {
-        template: template.to_path_buf(),
-        stack_name,
-        container: name,
-        container_port,
-        environment,
-        secrets,
-        health_path,
-        desired_count,
-        sticky,
-    })
-}
-
 /// One variable an image needs that the task does not give.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContractFinding {
@@ -276,65 +143,32 @@ pub fn contract_findings(task: &TaskShape, requires: Option<&str>) -> Vec<Contra
 mod tests {
     use super::*;
 
-    fn wiring() -> LocalWiring {
-        LocalWiring {
-            stage: "dev".into(),
-            params_dir: None,
-            overrides: [("ContainerImage".to_string(), "img:1".to_string())].into(),
-            resources: [
-                ("TenantFilesBucket".to_string(), "bucket-a".to_string()),
-                (
-                    "TenantKeySeed".to_string(),
-                    "arn:aws:secretsmanager:us-east-1:000000000000:secret:seed-AbCdEf".to_string(),
-                ),
-            ]
-            .into(),
-            rds_outputs: [
-                ("DBClusterEndpoint".to_string(), "postgres".to_string()),
-                (
-                    "DBSecretArn".to_string(),
-                    "arn:aws:secretsmanager:us-east-1:000000000000:secret:db-XyZ123".to_string(),
-                ),
-            ]
-            .into(),
-            region: "us-east-1".into(),
-            account: "000000000000".into(),
+    fn task(variables: &[&str]) -> TaskShape {
+        TaskShape {
+            template: PathBuf::from("stack/Service"),
+            stack_name: "stack".into(),
+            container: "app".into(),
+            container_port: 7860,
+            environment: variables
+                .iter()
+                .map(|v| (v.to_string(), "x".to_string()))
+                .collect(),
+            secrets: BTreeMap::new(),
+            health_path: "/health_check".into(),
+            desired_count: 2,
+            sticky: true,
         }
-    }
-
-    fn project_template() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(TEMPLATE)
-    }
-
-    #[test]
-    fn the_project_task_renders_with_local_endpoints() {
-        let task = render(&project_template(), &wiring()).unwrap();
-        assert_eq!(task.container_port, 7860);
-        assert_eq!(task.environment["DB_HOST"], "postgres");
-        assert_eq!(
-            task.environment["LANGFLOW_OBJECT_STORAGE_BUCKET_NAME"],
-            "bucket-a"
-        );
-        let db = &task.secrets["DB_PASSWORD"];
-        assert!(db.arn.ends_with("secret:db-XyZ123"), "{db:?}");
-        assert_eq!(db.json_key.as_deref(), Some("password"));
-        assert_eq!(task.secrets["LANGFLOW_TENANT_KEY_SEED"].json_key, None);
-        assert_eq!(task.health_path, "/health_check");
-        assert!(task.sticky);
-        assert!(task.desired_count >= 1);
     }
 
     #[test]
     fn a_stock_image_is_told_what_the_task_lacks() {
-        let task = render(&project_template(), &wiring()).unwrap();
-        let findings = contract_findings(&task, None);
+        let given = task(&["DB_HOST", "DB_USER", "LANGFLOW_TENANT_KEY_SEED"]);
+        let findings = contract_findings(&given, None);
         let names: Vec<&str> = findings.iter().map(|f| f.variable.as_str()).collect();
         assert_eq!(names, ["LANGFLOW_DATABASE_URL", "LANGFLOW_SECRET_KEY"]);
         assert!(findings[0].to_string().contains("SQLite"));
         let declared =
-            contract_findings(&task, Some("DB_HOST, LANGFLOW_TENANT_KEY_SEED,X_MISSING"));
+            contract_findings(&given, Some("DB_HOST, LANGFLOW_TENANT_KEY_SEED,X_MISSING"));
         assert_eq!(declared.len(), 1);
         assert_eq!(declared[0].variable, "X_MISSING");
     }

@@ -179,7 +179,6 @@ pub async fn run(
                 image: options.image.clone().unwrap_or_default(),
                 tasks: options.tasks,
                 min_tasks: 2,
-                template: None,
                 // The reference image breaks isolation on purpose with LFMT_FAULT (tests only).
                 fault_env: fault
                     .map(|f| [("LFMT_FAULT".to_string(), f.as_str().to_string())].into())

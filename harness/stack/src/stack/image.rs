@@ -1,13 +1,13 @@
-//! Image mode (`up --image IMAGE [--tasks N]`): the deployed image run as the Fargate service runs
-//! it. Each task is a container of the image with exactly the environment the TaskDefinition of
-//! `aws/apps/fargate-stack.cfn.yaml` gives it ([`harness_cfn::taskdef`]): its `Environment` with the
-//! imports and references resolved to the local stack (the Postgres container as the RDS endpoint,
-//! the tenant bucket), its `Secrets` read from the emulator's Secrets Manager (the secrets the RDS
-//! and Fargate stacks would create are created there first), plus what the platform injects (the
-//! IRSA variables and token mount, the emulator's AWS endpoint, the region). Nothing else is
-//! added: what the image needs and the task does not give is refused as a finding before any task
-//! starts. The gateway plays the ALB: `/tenant/*` and `/health` round-robin over the tasks, sticky
-//! when the target group is. Tenants are managed with the image's own tool inside a task.
+//! Image mode (`up --image IMAGE [--tasks N]`, `up --deploy`): the deployed image run as the
+//! Fargate service runs it. The template set (`--deploy --dir`, or the project's `aws/` at stage
+//! dev) is deployed into the emulator and realised ([`super::deploy`]); each task is a container
+//! of the image with exactly the environment the deployed task definition gives it (`Secrets`
+//! read from the emulator's Secrets Manager), its task role's credentials, and the emulator's AWS
+//! endpoint and region. Nothing else is added: what the image needs and the task does not give is
+//! refused as a finding before any task starts. The gateway plays the load balancer: `/tenant/*`
+//! and `/health` round-robin over the tasks, sticky when the target group is; a task is ready when
+//! it passes the target group's health check. Tenants are managed with the image's own tool
+//! inside a task.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,10 +30,10 @@ use harness_runtime::runtime::{CompletedRun, ContainerSpec, ProcessSpec, StopSig
 
 /// The file in the state directory that says the run is in image mode.
 const MODE_FILE: &str = "image-mode.json";
-/// Name of the emulator secret standing for the RDS stack's managed master-user secret.
-const DB_SECRET_NAME: &str = "langflow-local/rds/master-user";
-/// Name of the emulator secret standing for the Fargate stack's `TenantKeySeed`.
-const SEED_SECRET_NAME: &str = "langflow-local/fargate/tenant-key-seed";
+/// The templates a plain `up --image` deploys (the project's), and at which stage.
+pub const DEFAULT_TEMPLATES: &str = "aws";
+/// The stage of a plain `up --image`.
+pub const DEFAULT_STAGE: &str = "dev";
 /// How long a task may take to answer its health check (image start + Langflow import).
 const TASK_READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long one tenant-manager command may run (schema-add migrates a schema: ~30-60 s).
@@ -50,8 +50,6 @@ pub struct ImageRequest {
     pub tasks: Option<usize>,
     /// At least this many tasks (e2e runs two, to check that tasks agree).
     pub min_tasks: usize,
-    /// The Fargate template; `None` = the project's.
-    pub template: Option<PathBuf>,
     /// Extra variables for the tasks, for tests only (the reference image's `LFMT_FAULT`).
     pub fault_env: BTreeMap<String, String>,
     /// `up --deploy`: the template set's plan, deployed into the emulator and realised (the
@@ -70,7 +68,7 @@ pub struct ImageMode {
     pub user: String,
     /// How many tasks run.
     pub tasks: usize,
-    /// The Fargate template the tasks were rendered from.
+    /// The service the tasks run (`<stack>/<logical id>`).
     pub template: PathBuf,
     /// The command that manages tenants inside a task.
     pub tenantmgr: Vec<String>,
@@ -85,7 +83,8 @@ pub struct ImageMode {
     /// thresholds.
     #[serde(default)]
     pub health: Option<super::deploy::HealthCheck>,
-    /// Whether the task comes from a deployment (`deployment.json`) rather than the template.
+    /// Whether the task comes from a deployment (`deployment.json`; always, since image mode
+    /// deploys).
     #[serde(default)]
     pub deployed: bool,
 }
@@ -146,105 +145,6 @@ impl Stack {
             bail!("image mode runs the image in containers; use --runtime docker");
         }
         DockerRuntime::connect(&self.config, &self.run_marker())
-    }
-
-    fn template_path(&self, request: Option<&Path>) -> PathBuf {
-        request
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.config.root.join(taskdef::TEMPLATE))
-    }
-
-    /// Renders the task for this run: creates the secrets the RDS and Fargate stacks would hold in
-    /// the emulator, the RDS master user in Postgres, then resolves the TaskDefinition.
-    async fn render_task(
-        &self,
-        state: &Arc<Mutex<RunState>>,
-        image: &str,
-        template: &Path,
-    ) -> Result<RenderedTask> {
-        let snapshot = state.lock().expect("state lock").clone();
-        let pg_port = Stack::service_port(&snapshot, "postgres")?;
-        let aws_port = Stack::service_port(&snapshot, "aws")?;
-        let placement = self.runtime.placement();
-        let (pg_host, pg_inner) = placement.peer("postgres", pg_port, postgres::CONTAINER_PORT);
-
-        let region = self.config.aws.region.clone();
-        let mut wiring = taskdef::LocalWiring {
-            stage: "dev".into(),
-            params_dir: Some(self.config.root.join("aws").join("params")),
-            overrides: [
-                ("ContainerImage".to_string(), image.to_string()),
-                ("DBHost".to_string(), String::new()),
-                ("DBPort".to_string(), pg_inner.to_string()),
-                ("DBName".to_string(), self.config.postgres.database.clone()),
-                ("DBPassword".to_string(), String::new()),
-            ]
-            .into(),
-            resources: [(
-                "TenantFilesBucket".to_string(),
-                self.config.aws.tenant_bucket.clone(),
-            )]
-            .into(),
-            rds_outputs: [("DBClusterEndpoint".to_string(), pg_host.clone())].into(),
-            region: region.clone(),
-            account: self.config.aws.account_id.clone(),
-        };
-        // A first pass with placeholders tells the master user's name; the secrets are then made
-        // and the task rendered with their real ARNs.
-        let placeholder = format!(
-            "arn:aws:secretsmanager:{region}:{}:secret:x",
-            self.config.aws.account_id
-        );
-        wiring
-            .rds_outputs
-            .insert("DBSecretArn".into(), placeholder.clone());
-        wiring
-            .resources
-            .insert("TenantKeySeed".into(), placeholder.clone());
-        let first = taskdef::render(template, &wiring)?;
-        let db_user = first
-            .environment
-            .get("DB_USER")
-            .cloned()
-            .unwrap_or_else(|| "langflow_admin".into());
-
-        let mut secrets = self.files.read_secrets()?;
-        let pg_password = secrets
-            .postgres_password
-            .clone()
-            .context("no Postgres password in the run's secrets")?;
-        let master_password = secrets
-            .image_db_password
-            .get_or_insert_with(|| harness_core::secret::password(32))
-            .clone();
-        let seed = secrets
-            .tenant_key_seed
-            .get_or_insert_with(|| harness_core::secret::password(64))
-            .clone();
-        self.files.write_secrets(&secrets)?;
-        ensure_master_user(
-            pg_port,
-            &pg_password,
-            &self.config.postgres.database,
-            &db_user,
-            &master_password,
-        )
-        .await?;
-
-        let sm = aws_sdk_secretsmanager::Client::new(&aws::sdk_config(aws_port, &region).await);
-        let master = serde_json::json!({"username": db_user, "password": master_password});
-        let db_arn = put_secret(&sm, DB_SECRET_NAME, &master.to_string()).await?;
-        let seed_arn = put_secret(&sm, SEED_SECRET_NAME, &seed).await?;
-        wiring.rds_outputs.insert("DBSecretArn".into(), db_arn);
-        wiring.resources.insert("TenantKeySeed".into(), seed_arn);
-        let shape = taskdef::render(template, &wiring)?;
-
-        let mut env = shape.environment.clone();
-        for (name, secret) in &shape.secrets {
-            env.insert(name.clone(), read_secret(&sm, name, secret).await?);
-        }
-        self.platform_env(state, &mut env)?;
-        Ok(RenderedTask { shape, env })
     }
 
     /// What the platform injects into a task (Fargate's task role / EKS's IRSA), with the
@@ -438,24 +338,24 @@ impl Stack {
         request: &ImageRequest,
     ) -> Result<Vec<(String, f64)>> {
         let docker = self.docker()?;
-        // `--deploy`: the set deployed and realised first (the task definition names the image
-        // when --image does not).
-        let deployment = match &request.deploy {
-            Some(plan) => {
-                let given = Some(request.image.as_str()).filter(|i| !i.is_empty());
-                let deployment = self.deploy_and_realise(state, plan, given).await?;
-                deployment.write(&self.config.state_dir)?;
-                Some(deployment)
-            }
-            None => {
-                super::deploy::Deployment::remove(&self.config.state_dir)?;
-                None
-            }
+        // The template set deployed and realised first (`--deploy`'s, or the project's `aws/`
+        // at stage dev for a plain `--image`): the task definition names the image when --image
+        // does not.
+        let plan = match &request.deploy {
+            Some(plan) => plan.clone(),
+            None => harness_cfn::deploy::plan(
+                &self.config.root.join(DEFAULT_TEMPLATES),
+                DEFAULT_STAGE,
+                &[],
+                &self.config.aws.region,
+            )?,
         };
-        let image_name = match &deployment {
-            Some(d) if request.image.is_empty() => d.image_uri.clone(),
-            _ => request.image.clone(),
-        };
+        let given = Some(request.image.as_str()).filter(|i| !i.is_empty());
+        let deployment = self.deploy_and_realise(state, &plan, given).await?;
+        deployment.write(&self.config.state_dir)?;
+        let image_name = given
+            .map(String::from)
+            .unwrap_or_else(|| deployment.image_uri.clone());
         let image = image_name.clone();
         // Present or pulled, then its contract (labels) and user.
         let (labels, image_user) = tokio::task::spawn_blocking(move || {
@@ -465,14 +365,8 @@ impl Stack {
             docker.image_labels(&image)
         })
         .await??;
-        let template = match &deployment {
-            Some(d) => PathBuf::from(&d.service),
-            None => self.template_path(request.template.as_deref()),
-        };
-        let rendered = match &deployment {
-            Some(d) => self.deployed_task(state, d).await?,
-            None => self.render_task(state, &request.image, &template).await?,
-        };
+        let template = PathBuf::from(&deployment.service);
+        let rendered = self.deployed_task(state, &deployment).await?;
         let findings = taskdef::contract_findings(
             &rendered.shape,
             labels.get(taskdef::REQUIRES_ENV_LABEL).map(String::as_str),
@@ -509,8 +403,8 @@ impl Stack {
             health_path: rendered.shape.health_path.clone(),
             sticky: rendered.shape.sticky,
             fault_env: request.fault_env.clone(),
-            health: deployment.as_ref().map(|d| d.health.clone()),
-            deployed: deployment.is_some(),
+            health: Some(deployment.health.clone()),
+            deployed: true,
         };
         mode.write(&self.config.state_dir)?;
         let started = mode
@@ -553,15 +447,9 @@ impl Stack {
     ) -> Result<(String, f64)> {
         let mode = ImageMode::read(&self.config.state_dir)?
             .ok_or_else(|| anyhow!("{name} is a task but the run is not in image mode"))?;
-        let rendered = if mode.deployed {
-            let deployment =
-                super::deploy::Deployment::read(&self.config.state_dir)?.ok_or_else(|| {
-                    anyhow!("{name} is a deployed task but the run has no deployment record")
-                })?;
-            self.deployed_task(state, &deployment).await?
-        } else {
-            self.render_task(state, &mode.image, &mode.template).await?
-        };
+        let deployment = super::deploy::Deployment::read(&self.config.state_dir)?
+            .ok_or_else(|| anyhow!("{name} is a task but the run has no deployment record"))?;
+        let rendered = self.deployed_task(state, &deployment).await?;
         let started = self.start_task(state, name, &rendered, &mode).await?;
         // The engine gave the new container a new port: the target group follows it.
         self.write_pool_routes(state, &mode)?;
