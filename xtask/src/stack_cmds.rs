@@ -95,6 +95,9 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
     if tasks == Some(0) {
         anyhow::bail!("--tasks 0 runs nothing; give 1 or more");
     }
+    if tasks.is_some() && image.is_none() && deploy.is_none() {
+        anyhow::bail!("--tasks is for image mode: add --image IMAGE or --deploy");
+    }
     // The plan before anything starts: an unresolved parameter is one line, nothing runs.
     let plan = match &deploy {
         Some(stage) => {

@@ -101,6 +101,9 @@ pub struct Deployment {
     pub image_uri: String,
     /// The port the container serves on.
     pub container_port: u16,
+    /// The container definition's `Command` (empty: the image's own `CMD`).
+    #[serde(default)]
+    pub command: Vec<String>,
     /// The container's environment as ECS would give it (`Secrets` read).
     pub env: BTreeMap<String, String>,
     /// Which variables came from `Secrets`.
@@ -838,6 +841,30 @@ impl Stack {
             );
             secret_names.insert(name.to_string());
         }
+        let mut command = Vec::new();
+        for (i, part) in container["Command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            command.push(stack.eval(part, &exports).with_context(|| {
+                format!("{what}: the container's Command[{i}] cannot be evaluated from the deployed stack")
+            })?);
+        }
+        for unsupported in [
+            "EntryPoint",
+            "Memory",
+            "Cpu",
+            "MemoryReservation",
+            "HealthCheck",
+        ] {
+            if !container[unsupported].is_null() {
+                not_run.push(format!(
+                    "{unsupported} of container {container_name} ({what}): not applied locally; the image's own is used"
+                ));
+            }
+        }
         let task_role_arn = match &task["Properties"]["TaskRoleArn"] {
             Value::Null => None,
             value => Some(stack.eval(value, &exports).with_context(|| {
@@ -939,6 +966,7 @@ impl Stack {
             container: container_name,
             image_uri,
             container_port,
+            command,
             env,
             secret_names,
             desired_count,

@@ -136,6 +136,8 @@ pub fn is_task(name: &str) -> bool {
 struct RenderedTask {
     shape: TaskShape,
     env: BTreeMap<String, String>,
+    /// The container definition's `Command` (empty: the image's own).
+    command: Vec<String>,
 }
 
 impl Stack {
@@ -216,6 +218,7 @@ impl Stack {
         Ok(RenderedTask {
             shape: deployment.shape(),
             env,
+            command: deployment.command.clone(),
         })
     }
 
@@ -264,7 +267,7 @@ impl Stack {
             port: 0,
             container: Some(ContainerSpec {
                 image: mode.image.clone(),
-                command: Vec::new(),
+                command: rendered.command.clone(),
                 env,
                 container_port: rendered.shape.container_port,
                 binds,
