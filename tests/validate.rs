@@ -547,3 +547,68 @@ async fn secrets_are_followed_by_data_flow_not_by_name() {
         "{name_only:#?}"
     );
 }
+
+/// The `langflow` findings of `validate` on a fixture set: "severity rule resource".
+async fn langflow_findings(dir: &str) -> Vec<String> {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let options = ValidateOptions {
+        dir: root.join(dir),
+        lint: false,
+        rules: root.join("rules"),
+        extra_rules: Vec::new(),
+    };
+    let report = harness::validate::run(&config, &options).await.unwrap();
+    report
+        .findings
+        .iter()
+        .filter(|f| f.check == "langflow")
+        .map(|f| {
+            format!(
+                "{:?} {} {}",
+                f.severity,
+                f.rule,
+                f.resource.as_deref().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+/// Every Langflow service rule fires on the broken service (a positive each, found through the
+/// references between its resources, with the stage whose parameters break it) and none on the
+/// same service done right; the project's aws/ is clean, and the variants' real bugs are found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langflow_rules_fire_on_their_positives_and_stay_quiet_on_the_fixed_service() {
+    let broken = langflow_findings("fixtures/cfn-langflow/broken").await;
+    for expected in [
+        "Error langflow-shared-signing-key Service",
+        "Error langflow-workers-need-shared-queue Service",
+        "Warning langflow-workers-per-process-cache Service",
+        "Error langflow-several-tasks-not-sticky Service",
+        "Error langflow-health-path-redirects Pool",
+        "Warning langflow-health-path-not-readiness Pool",
+        "Error langflow-superuser-password-is-db-password Service",
+        "Warning langflow-empty-database-default DbHost",
+        "Error bucket-cors-any-origin-writes Files",
+    ] {
+        assert!(
+            broken.iter().any(|f| f == expected),
+            "{expected} missing: {broken:#?}"
+        );
+    }
+    assert_eq!(broken.len(), 9, "{broken:#?}");
+    let fixed = langflow_findings("fixtures/cfn-langflow/fixed").await;
+    assert!(fixed.is_empty(), "{fixed:#?}");
+    let ours = langflow_findings("aws").await;
+    assert!(ours.is_empty(), "{ours:#?}");
+    // A service with names of its own: 4 workers, 2 tasks not sticky, /health.
+    let own = langflow_findings("fixtures/cfn-variants/own-secret").await;
+    assert!(
+        own.contains(&"Error langflow-several-tasks-not-sticky LangflowService".to_string()),
+        "{own:#?}"
+    );
+    assert!(
+        own.contains(&"Warning langflow-health-path-not-readiness Pool".to_string()),
+        "{own:#?}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod discover;
 pub mod formats;
 pub mod guard;
 pub mod irsa;
+pub mod langflow;
 pub mod lint;
 pub mod params;
 pub mod secrets;
@@ -259,6 +260,12 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
         secrets::check(&templates)
     }));
     timings.push(("secrets".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    findings.extend(guarded("langflow", &display(dir), || {
+        langflow::check(&templates, &param_files)
+    }));
+    timings.push(("langflow".to_string(), t.elapsed().as_secs_f64()));
 
     // The image contract: what the reference image requires against what its task is given,
     // when the repository has the image.
