@@ -15,6 +15,7 @@ async fn findings(case: &str, lint: bool) -> Vec<String> {
         lint,
         rules: root.join("rules"),
         extra_rules: Vec::new(),
+        image: None,
     };
     let report = run(&config, &options).await.unwrap();
     report
@@ -38,6 +39,7 @@ async fn project_templates_pass_clean_with_cfn_lint() {
         lint: true,
         rules: root.join("rules"),
         extra_rules: Vec::new(),
+        image: None,
     };
     let report = run(&config, &options).await.unwrap();
     assert_eq!(report.templates.len(), 4, "{:?}", report.templates);
@@ -63,6 +65,7 @@ async fn tenant_routing_by_path_and_by_host_both_validate() {
             lint: true,
             rules: root.join("rules"),
             extra_rules: Vec::new(),
+            image: None,
         };
         let report = run(&config, &options).await.unwrap();
         assert_eq!(report.templates.len(), 1, "{shape}: {:?}", report.templates);
@@ -136,6 +139,7 @@ async fn missing_directory_is_a_clear_error() {
         lint: false,
         rules: common::repo_root().join("rules"),
         extra_rules: Vec::new(),
+        image: None,
     };
     let err = run(&config, &options).await.unwrap_err().to_string();
     assert!(err.contains("is not a directory"), "{err}");
@@ -255,6 +259,7 @@ async fn sarif_and_junit_carry_the_findings() {
         lint: false,
         rules: root.join("rules"),
         extra_rules: Vec::new(),
+        image: None,
     };
     let report = run(&config, &options).await.unwrap();
     let sarif: serde_json::Value =
@@ -451,6 +456,7 @@ async fn secrets_findings(set: &str) -> Vec<(String, String)> {
         lint: false,
         rules: root.join("rules"),
         extra_rules: Vec::new(),
+        image: None,
     };
     let report = harness::validate::run(&config, &options).await.unwrap();
     report
@@ -557,6 +563,7 @@ async fn langflow_findings(dir: &str) -> Vec<String> {
         lint: false,
         rules: root.join("rules"),
         extra_rules: Vec::new(),
+        image: None,
     };
     let report = harness::validate::run(&config, &options).await.unwrap();
     report

@@ -38,6 +38,7 @@ fn options(dir: &Path, lint: bool, extra_rules: Vec<PathBuf>) -> ValidateOptions
         lint,
         rules: common::repo_root().join("rules"),
         extra_rules,
+        image: None,
     }
 }
 

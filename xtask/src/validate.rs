@@ -35,6 +35,10 @@ pub struct ValidateArgs {
     /// over the params files; repeatable.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<harness_cfn::deploy::ParamArg>,
+    /// Judge the task definitions against this built image's contract (its requires-env label,
+    /// read from the Docker engine; an image without one is judged as a stock Langflow).
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
 }
 
 /// Output formats of `validate`.
@@ -60,6 +64,7 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
         extra_rules,
         rehearse,
         params,
+        image,
     } = args;
     let dir = if dir.is_relative() {
         config.root.join(dir)
@@ -74,6 +79,10 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
             .into_iter()
             .map(|r| config.root.join(r))
             .collect(),
+        image: match image {
+            Some(name) => Some(built_image(config, name).await?),
+            None => None,
+        },
     };
     // The rehearsal's plan first: an unresolved parameter is one line before anything runs.
     let plan = match rehearse.as_deref() {
@@ -94,6 +103,38 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
         ValidateFormat::Junit => println!("{}", harness_cfn::validate::formats::junit(&report)),
     }
     Ok(exit_code(report.errors() == 0 && rehearsal_ok))
+}
+
+/// `--image IMAGE`: the image's contract label, from the engine (pulled when it can be).
+#[cfg(feature = "full")]
+async fn built_image(
+    config: &Config,
+    name: String,
+) -> Result<harness_cfn::validate::contract::BuiltImage> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let docker = harness::runtime::docker::DockerRuntime::connect(&config, "validate")?;
+        docker.image_for(&name)?;
+        let (labels, _) = docker.image_labels(&name)?;
+        Ok(harness_cfn::validate::contract::BuiltImage {
+            requires_env: labels
+                .get(harness_cfn::taskdef::REQUIRES_ENV_LABEL)
+                .cloned(),
+            name,
+        })
+    })
+    .await?
+}
+
+/// Without the `full` feature there is no Docker client to read an image with.
+#[cfg(not(feature = "full"))]
+async fn built_image(
+    _config: &Config,
+    _name: String,
+) -> Result<harness_cfn::validate::contract::BuiltImage> {
+    anyhow::bail!(
+        "--image reads the image from the Docker engine, which this validate-only build leaves out: run `cargo xtask validate --image` (the full CLI)"
+    )
 }
 
 /// `--rehearse STAGE`: deploys the templates into the emulator, whatever the policy findings, and

@@ -116,7 +116,7 @@ impl LangflowTask<'_> {
 }
 
 /// Whether a container runs Langflow: a `LANGFLOW_*` variable, or "langflow" in its image.
-fn is_langflow(container: &Value) -> bool {
+pub(crate) fn is_langflow(container: &Value) -> bool {
     let named = |list: &Value| {
         list.as_array().into_iter().flatten().any(|e| {
             e["Name"]

@@ -77,6 +77,9 @@ pub struct ValidateOptions {
     /// The user's own rule packs (`--rules DIR`: folders searched recursively for `*.guard` /
     /// `*.ruleset`, or single files), evaluated like the project's.
     pub extra_rules: Vec<PathBuf>,
+    /// `--image IMAGE`: the task's image as built, judged by its own `requires-env` label
+    /// (read from the engine by the caller) instead of the repository's reference Dockerfile.
+    pub image: Option<contract::BuiltImage>,
 }
 
 /// The merged report.
@@ -269,12 +272,25 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
 
     // The image contract: what the reference image requires against what its task is given,
     // when the repository has the image.
+    // A built image (`--image`) is judged by its label; else the repository's reference image
+    // when it has one; else every Langflow container as a stock Langflow image.
     let dockerfile = base.join(contract::REFERENCE_DOCKERFILE);
-    if dockerfile.is_file() {
-        let t = Instant::now();
-        findings.extend(guarded("image-contract", &display(&dockerfile), || {
-            contract::check(&templates, &dockerfile, &display(&dockerfile))
-        }));
+    let t = Instant::now();
+    let judged = match &options.image {
+        Some(image) => Some(guarded("image-contract", &image.name, || {
+            contract::check_built(&templates, image)
+        })),
+        None if dockerfile.is_file() => {
+            Some(guarded("image-contract", &display(&dockerfile), || {
+                contract::check(&templates, &dockerfile, &display(&dockerfile))
+            }))
+        }
+        None => Some(guarded("image-contract", &display(dir), || {
+            contract::check_stock(&templates)
+        })),
+    };
+    if let Some(found) = judged {
+        findings.extend(found);
         timings.push(("image-contract".to_string(), t.elapsed().as_secs_f64()));
     }
 
