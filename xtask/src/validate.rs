@@ -39,6 +39,9 @@ pub struct ValidateArgs {
     /// read from the Docker engine; an image without one is judged as a stock Langflow).
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
+    /// List info-level findings one by one (by default they are counted per rule).
+    #[arg(long)]
+    verbose: bool,
 }
 
 /// Output formats of `validate`.
@@ -65,6 +68,7 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
         rehearse,
         params,
         image,
+        verbose,
     } = args;
     let dir = if dir.is_relative() {
         config.root.join(dir)
@@ -97,7 +101,10 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
     let report = harness_cfn::validate::run(config, &options).await?;
     let rehearsal_ok = rehearse_if_asked(config, plan.as_ref()).await?;
     match format {
-        ValidateFormat::Human => println!("{}", harness_cfn::validate::formats::human(&report)),
+        ValidateFormat::Human => println!(
+            "{}",
+            harness_cfn::validate::formats::human(&report, verbose)
+        ),
         ValidateFormat::Json => print_json(&report)?,
         ValidateFormat::Sarif => println!("{}", harness_cfn::validate::formats::sarif(&report)),
         ValidateFormat::Junit => println!("{}", harness_cfn::validate::formats::junit(&report)),
