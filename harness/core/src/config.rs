@@ -210,6 +210,9 @@ pub struct ToolsConfig {
     pub python: String,
     /// Pinned cfn-lint version (PyPI).
     pub cfn_lint_version: String,
+    /// Pinned version of `cdklabs-cdk-validator-cfnguard` (PyPI), whose AWS Control Tower
+    /// proactive-control Guard rules `validate` evaluates; empty = off.
+    pub control_tower_rules_version: String,
 }
 
 /// Docker settings: which images run, and how `cargo xtask images build` makes local ones.
@@ -304,6 +307,7 @@ impl Default for ToolsConfig {
         Self {
             python: "python3".into(),
             cfn_lint_version: "1.58.0".into(),
+            control_tower_rules_version: "0.0.62".into(),
         }
     }
 }

@@ -123,7 +123,7 @@ pub fn human(report: &ValidateReport, verbose: bool) -> String {
     let count = |s: Severity| report.findings.iter().filter(|f| f.severity == s).count();
     out.push(wrap(
         &format!(
-            "{} templates, {} parameter files{}: {} errors, {} warnings, {} info",
+            "{} templates, {} parameter files{}: {} errors, {} warnings, {} info{}",
             report.templates.len(),
             report.parameter_files.len(),
             if report.skipped.is_empty() {
@@ -137,6 +137,15 @@ pub fn human(report: &ValidateReport, verbose: bool) -> String {
             count(Severity::Error),
             count(Severity::Warning),
             count(Severity::Info),
+            if report.suppressed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} suppressed ({} lists each with its reason)",
+                    report.suppressed.len(),
+                    super::suppress::FILE
+                )
+            },
         ),
         WIDTH,
         "",
@@ -159,24 +168,35 @@ fn part_of(f: &super::Finding, part: &str) -> bool {
     f.check == part || (part == "parse" && f.check == "discover")
 }
 
-/// SARIF 2.1.0, one result per finding.
+/// SARIF 2.1.0, one result per finding; suppressed findings are results too, with the
+/// suppression's justification (code-scanning UIs show them as dismissed). Each result's
+/// `properties.source` names the tool that found it (`guard`, `control-tower`, `cfn-lint`, …).
 pub fn sarif(report: &ValidateReport) -> String {
-    let mut rule_ids: Vec<String> = report
+    let all: Vec<(&super::Finding, Option<&str>)> = report
         .findings
         .iter()
-        .map(|f| format!("{}/{}", f.check, f.rule))
+        .map(|f| (f, None))
+        .chain(
+            report
+                .suppressed
+                .iter()
+                .map(|s| (&s.finding, Some(s.reason.as_str()))),
+        )
+        .collect();
+    let mut rule_ids: Vec<String> = all
+        .iter()
+        .map(|(f, _)| format!("{}/{}", f.check, f.rule))
         .collect();
     rule_ids.sort();
     rule_ids.dedup();
-    let results: Vec<_> = report
-        .findings
+    let results: Vec<_> = all
         .iter()
-        .map(|f| {
+        .map(|(f, suppressed)| {
             let text = match &f.fix {
                 Some(fix) => format!("{} (fix: {fix})", f.message),
                 None => f.message.clone(),
             };
-            json!({
+            let mut result = json!({
                 "ruleId": format!("{}/{}", f.check, f.rule),
                 "level": match f.severity {
                     Severity::Error => "error",
@@ -191,7 +211,13 @@ pub fn sarif(report: &ValidateReport) -> String {
                     },
                     "logicalLocations": f.resource.as_ref().map(|r| vec![json!({"name": r})]).unwrap_or_default(),
                 }],
-            })
+                "properties": {"source": f.check, "rule": f.rule},
+            });
+            if let Some(reason) = suppressed {
+                result["suppressions"] =
+                    json!([{"kind": "external", "justification": reason}]);
+            }
+            result
         })
         .collect();
     let document = json!({
@@ -311,6 +337,7 @@ mod human_tests {
                 finding(Severity::Info, "unused", "A", "x"),
                 finding(Severity::Info, "unused", "B", "x"),
             ],
+            suppressed: Vec::new(),
             timings: vec![("guard".into(), 0.01)],
         };
         let text = human(&report, false);

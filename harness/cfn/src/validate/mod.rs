@@ -15,9 +15,11 @@ pub mod formats;
 pub mod guard;
 pub mod irsa;
 pub mod langflow;
+pub mod libraries;
 pub mod lint;
 pub mod params;
 pub mod secrets;
+pub mod suppress;
 pub mod template;
 pub mod wiring;
 
@@ -93,6 +95,8 @@ pub struct ValidateReport {
     pub skipped: Vec<String>,
     /// Findings, errors first, then by file and line.
     pub findings: Vec<Finding>,
+    /// Findings taken out by `validate.toml`, with the reasons.
+    pub suppressed: Vec<suppress::Suppressed>,
     /// Seconds per part (parse, params, wiring, cfn-lint, total).
     pub timings: Vec<(String, f64)>,
 }
@@ -252,6 +256,43 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     findings.extend(guard::check(&templates, &param_files, &rules));
     timings.push(("guard".to_string(), t.elapsed().as_secs_f64()));
 
+    // Rule libraries (with the external tools: --no-lint leaves them out too).
+    if options.lint {
+        let t = Instant::now();
+        match libraries::control_tower_rules(config).await {
+            Ok(Some(dir)) => {
+                let (loaded, problems) = guard::load_rules(&dir, &|p: &Path| {
+                    format!(
+                        "{}/{}",
+                        libraries::CONTROL_TOWER,
+                        p.strip_prefix(&dir).unwrap_or(p).display()
+                    )
+                });
+                let mut found = guard::check(&templates, &param_files, &loaded);
+                found.extend(problems);
+                for f in &mut found {
+                    if f.check == "guard" {
+                        f.check = libraries::CONTROL_TOWER.into();
+                    }
+                }
+                findings.extend(libraries::merge(found, &libraries::rule_texts(&dir)));
+                timings.push((libraries::CONTROL_TOWER.to_string(), t.elapsed().as_secs_f64()));
+            }
+            Ok(None) => {}
+            Err(why) => findings.push(Finding {
+                check: libraries::CONTROL_TOWER.into(),
+                rule: "could-not-run".into(),
+                severity: Severity::Error,
+                file: display(dir),
+                line: 1,
+                resource: None,
+                path: None,
+                message: format!("the Control Tower rules could not be had: {why:#}"),
+                fix: Some("check the network to PyPI, or set [tools] control_tower_rules_version = \"\" to leave them out".into()),
+            }),
+        }
+    }
+
     let t = Instant::now();
     findings.extend(guarded("wiring", &display(dir), || {
         wiring::check(&templates, &param_files)
@@ -314,6 +355,8 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
         }));
         timings.push(("cfn-lint".to_string(), t.elapsed().as_secs_f64()));
     }
+    let (mut findings, suppressed) =
+        suppress::apply(dir, &display(&dir.join(suppress::FILE)), findings);
     findings.sort_by(|a, b| {
         (a.severity, &a.file, a.line, &a.rule).cmp(&(b.severity, &b.file, b.line, &b.rule))
     });
@@ -323,6 +366,7 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
         parameter_files: param_files.iter().map(|p| p.display.clone()).collect(),
         skipped: skipped.iter().map(|p| display(p)).collect(),
         findings,
+        suppressed,
         timings,
     })
 }
