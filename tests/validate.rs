@@ -619,3 +619,64 @@ async fn langflow_rules_fire_on_their_positives_and_stay_quiet_on_the_fixed_serv
         "{own:#?}"
     );
 }
+
+/// The Control Tower rules (the pinned PyPI package, in the cache) run on aws/: every finding is
+/// decided in aws/validate.toml with a reason, so aws/ has no error, and the decisions stay
+/// visible — in the report and in SARIF as suppressed results naming the tool and the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_tower_rules_run_and_aws_carries_reasoned_suppressions() {
+    let root = common::repo_root();
+    let config = Config::load(&root).unwrap();
+    let options = ValidateOptions {
+        dir: root.join("aws"),
+        lint: true,
+        rules: root.join("rules"),
+        extra_rules: Vec::new(),
+        image: None,
+    };
+    let report = run(&config, &options).await.unwrap();
+    assert_eq!(report.errors(), 0, "{:#?}", report.findings);
+    assert!(
+        report
+            .timings
+            .iter()
+            .any(|(part, _)| part == "control-tower"),
+        "{:?}",
+        report.timings
+    );
+    let decided: Vec<&str> = report
+        .suppressed
+        .iter()
+        .filter(|s| s.finding.check == "control-tower")
+        .map(|s| s.finding.rule.as_str())
+        .collect();
+    assert!(
+        decided.contains(&"s3_bucket_object_lock_enabled_check"),
+        "{decided:?}"
+    );
+    assert!(report
+        .suppressed
+        .iter()
+        .all(|s| !s.reason.trim().is_empty()));
+    let controls = report
+        .suppressed
+        .iter()
+        .filter(|s| s.finding.message.contains("CT.S3.PR.9"))
+        .count();
+    assert_eq!(
+        controls, 1,
+        "one finding per rule and resource, in the rule's words"
+    );
+    let sarif: serde_json::Value =
+        serde_json::from_str(&harness::validate::formats::sarif(&report)).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    let lock = results
+        .iter()
+        .find(|r| r["ruleId"] == "control-tower/s3_bucket_object_lock_enabled_check")
+        .expect("the suppressed result is in SARIF");
+    assert_eq!(lock["properties"]["source"], "control-tower");
+    assert!(lock["suppressions"][0]["justification"]
+        .as_str()
+        .unwrap()
+        .contains("Object Lock"));
+}
