@@ -127,7 +127,11 @@ async fn import_cycle_is_reported() {
 async fn cfn_lint_findings_join_the_report() {
     assert_eq!(
         findings("lint-error", true).await,
-        ["Error cfn-lint E3002 lint-error/topic-stack.cfn.yaml:6"]
+        [
+            // (checkov, the optional linter, joins the report the same way)
+            "Error checkov CKV_AWS_26 lint-error/topic-stack.cfn.yaml:2",
+            "Error cfn-lint E3002 lint-error/topic-stack.cfn.yaml:6"
+        ]
     );
 }
 
@@ -624,7 +628,7 @@ async fn langflow_rules_fire_on_their_positives_and_stay_quiet_on_the_fixed_serv
 /// decided in aws/validate.toml with a reason, so aws/ has no error, and the decisions stay
 /// visible — in the report and in SARIF as suppressed results naming the tool and the rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_tower_rules_run_and_aws_carries_reasoned_suppressions() {
+async fn rule_libraries_run_and_aws_carries_reasoned_suppressions() {
     let root = common::repo_root();
     let config = Config::load(&root).unwrap();
     let options = ValidateOptions {

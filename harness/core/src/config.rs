@@ -213,6 +213,8 @@ pub struct ToolsConfig {
     /// Pinned version of `cdklabs-cdk-validator-cfnguard` (PyPI), whose AWS Control Tower
     /// proactive-control Guard rules `validate` evaluates; empty = off.
     pub control_tower_rules_version: String,
+    /// Pinned checkov version (PyPI), an optional linter of `validate`; empty = off.
+    pub checkov_version: String,
 }
 
 /// Docker settings: which images run, and how `cargo xtask images build` makes local ones.
@@ -308,6 +310,7 @@ impl Default for ToolsConfig {
             python: "python3".into(),
             cfn_lint_version: "1.58.0".into(),
             control_tower_rules_version: "0.0.62".into(),
+            checkov_version: "3.3.30".into(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! error-level finding naming the check, the rule and the file (a check that cannot tell is not a
 //! pass), and every other template still gets its findings.
 
+pub mod checkov;
 pub mod contract;
 pub mod discover;
 pub mod formats;
@@ -354,6 +355,21 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
             vec![check_failed("cfn-lint", &display(dir), &panic_text(&panic))]
         }));
         timings.push(("cfn-lint".to_string(), t.elapsed().as_secs_f64()));
+    }
+    if options.lint {
+        let t = Instant::now();
+        let checked =
+            std::panic::AssertUnwindSafe(checkov::run(config, &templates, &base, &display(dir)))
+                .catch_unwind()
+                .await;
+        findings.extend(checked.unwrap_or_else(|panic| {
+            vec![check_failed(
+                checkov::CHECKOV,
+                &display(dir),
+                &panic_text(&panic),
+            )]
+        }));
+        timings.push((checkov::CHECKOV.to_string(), t.elapsed().as_secs_f64()));
     }
     let (mut findings, suppressed) =
         suppress::apply(dir, &display(&dir.join(suppress::FILE)), findings);
