@@ -40,6 +40,32 @@ pub struct Config {
     pub docker: DockerConfig,
     /// Where services run.
     pub runtime: RuntimeConfig,
+    /// `up --deploy`: how the deployed task definitions' images map to local ones.
+    pub deploy: DeployConfig,
+}
+
+/// `[deploy]`: the deployed stacks' settings that only the local run needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Image URI (as the task definition names it, e.g. an ECR URI) or its repository (without
+    /// tag) → the local image that stands for it (`--image` wins).
+    pub images: std::collections::BTreeMap<String, String>,
+}
+
+impl DeployConfig {
+    /// The local image for `uri`: the entry for the exact URI, else for its repository.
+    pub fn local_image(&self, uri: &str) -> Option<String> {
+        if let Some(local) = self.images.get(uri) {
+            return Some(local.clone());
+        }
+        let without_digest = uri.split('@').next().unwrap_or(uri);
+        let repository = match without_digest.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => without_digest,
+        };
+        self.images.get(repository).cloned()
+    }
 }
 
 /// Where services run: `auto` (docker when an engine answers and its images can be had, else
@@ -266,6 +292,7 @@ impl Default for Config {
             tools: ToolsConfig::default(),
             docker: DockerConfig::default(),
             runtime: RuntimeConfig::default(),
+            deploy: DeployConfig::default(),
         }
     }
 }
@@ -552,5 +579,40 @@ mod tests {
         let err = Config::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("harness.toml"), "{err}");
         assert!(err.contains("postgress"), "{err}");
+    }
+
+    #[test]
+    fn deployed_images_map_by_uri_or_repository() {
+        let deploy = DeployConfig {
+            images: [
+                (
+                    "123.dkr.ecr.us-east-1.amazonaws.com/lf".to_string(),
+                    "local/lf:1".to_string(),
+                ),
+                (
+                    "registry:5000/exact:2".to_string(),
+                    "local/exact:2".to_string(),
+                ),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            deploy
+                .local_image("123.dkr.ecr.us-east-1.amazonaws.com/lf:1.13.0")
+                .as_deref(),
+            Some("local/lf:1")
+        );
+        assert_eq!(
+            deploy
+                .local_image("123.dkr.ecr.us-east-1.amazonaws.com/lf@sha256:ab")
+                .as_deref(),
+            Some("local/lf:1")
+        );
+        assert_eq!(
+            deploy.local_image("registry:5000/exact:2").as_deref(),
+            Some("local/exact:2")
+        );
+        assert_eq!(deploy.local_image("registry:5000/exact:3"), None);
+        assert_eq!(deploy.local_image("other/image:1"), None);
     }
 }

@@ -356,14 +356,16 @@ impl Stack {
         let given = Some(request.image.as_str()).filter(|i| !i.is_empty());
         let deployment = self.deploy_and_realise(state, &plan, given).await?;
         deployment.write(&self.config.state_dir)?;
+        // --image, else harness.toml's [deploy] images entry for the URI, else the URI itself.
         let image_name = given
             .map(String::from)
+            .or_else(|| self.config.deploy.local_image(&deployment.image_uri))
             .unwrap_or_else(|| deployment.image_uri.clone());
         let image = image_name.clone();
         // Present or pulled, then its contract (labels) and user.
         let (labels, image_user) = tokio::task::spawn_blocking(move || {
             docker.image_for(&image).map_err(|e| {
-                anyhow!("{e:#}\nthe task's image {image} is not here: pass --image LOCAL_IMAGE (e.g. langflow-infra/langflow-multi-tenant:1.13.0)")
+                anyhow!("{e:#}\nthe task's image {image} is not here: pass --image LOCAL_IMAGE (e.g. langflow-infra/langflow-multi-tenant:1.13.0), or map its repository in harness.toml: [deploy] images = {{ \"<repository>\" = \"LOCAL_IMAGE\" }}")
             })?;
             docker.image_labels(&image)
         })
