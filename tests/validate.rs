@@ -658,6 +658,26 @@ async fn rule_libraries_run_and_aws_carries_reasoned_suppressions() {
         decided.contains(&"s3_bucket_object_lock_enabled_check"),
         "{decided:?}"
     );
+    // checkov (pinned, optional) ran too, and its findings are decided the same way; where it
+    // reports a control another tool reports too, the two are one row listing both sources.
+    assert!(
+        report
+            .suppressed
+            .iter()
+            .any(|s| s.finding.check == "checkov" && s.finding.rule == "CKV_AWS_103"),
+        "{:#?}",
+        report.suppressed
+    );
+    let merged = report
+        .suppressed
+        .iter()
+        .find(|s| s.finding.rule == "alb_http_to_https_redirection_check")
+        .expect("the HTTP listener's control");
+    assert_eq!(merged.finding.sources, ["checkov/CKV_AWS_2"]);
+    assert!(!report
+        .suppressed
+        .iter()
+        .any(|s| s.finding.check == "checkov" && s.finding.rule == "CKV_AWS_2"));
     assert!(report
         .suppressed
         .iter()

@@ -22,6 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn note(file: &str, severity: Severity, rule: &str, message: String) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: CHECKOV.into(),
         rule: rule.into(),
         severity,
@@ -204,6 +205,7 @@ fn findings(items: &[Value], templates: &[Template], base: &Path) -> Vec<Finding
                 .and_then(|r| r.rsplit_once('.'))
                 .map(|(_, id)| id.to_string());
             Finding {
+                sources: Vec::new(),
                 check: CHECKOV.into(),
                 rule: item["check_id"].as_str().unwrap_or("?").into(),
                 severity: Severity::Error,

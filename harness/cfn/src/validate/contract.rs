@@ -56,6 +56,7 @@ fn missing(
                 for (variable, why) in required.iter().filter(|(v, _)| !given.contains(v.as_str()))
                 {
                     findings.push(Finding {
+                        sources: Vec::new(),
                         check: "image-contract".into(),
                         rule: "task-env-missing".into(),
                         severity,

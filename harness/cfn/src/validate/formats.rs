@@ -73,7 +73,12 @@ pub fn human(report: &ValidateReport, verbose: bool) -> String {
                 } else {
                     String::new()
                 };
-                let text = format!("{}/{}{at}: {}", f.check, f.rule, f.message);
+                let also = if f.sources.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (also {})", f.sources.join(", "))
+                };
+                let text = format!("{}/{}{also}{at}: {}", f.check, f.rule, f.message);
                 out.push(wrap(
                     &text,
                     WIDTH,
@@ -211,7 +216,7 @@ pub fn sarif(report: &ValidateReport) -> String {
                     },
                     "logicalLocations": f.resource.as_ref().map(|r| vec![json!({"name": r})]).unwrap_or_default(),
                 }],
-                "properties": {"source": f.check, "rule": f.rule},
+                "properties": {"source": f.check, "rule": f.rule, "alsoReportedBy": f.sources},
             });
             if let Some(reason) = suppressed {
                 result["suppressions"] =
@@ -312,6 +317,7 @@ mod human_tests {
 
     fn finding(severity: Severity, rule: &str, resource: &str, message: &str) -> Finding {
         Finding {
+            sources: Vec::new(),
             check: "guard".into(),
             rule: rule.into(),
             severity,

@@ -40,6 +40,7 @@ pub fn load_rules(path: &Path, display: &dyn Fn(&Path) -> String) -> (Vec<RuleFi
     let mut rules = Vec::new();
     let mut findings = Vec::new();
     let bad = |file: String, name: String, line: usize, message: String, fix: &str| Finding {
+        sources: Vec::new(),
         check: "guard".into(),
         rule: name,
         severity: Severity::Error,
@@ -292,6 +293,7 @@ pub fn check(
 
 fn internal_error(file: &str, why: &str) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: "guard".into(),
         rule: "internal-error".into(),
         severity: Severity::Error,
@@ -422,6 +424,7 @@ fn check_here(
                                 );
                                 if seen.insert(key) {
                                     findings.push(Finding {
+                                        sources: Vec::new(),
                                         check: "guard".into(),
                                         rule: rule.name.clone(),
                                         severity: Severity::Error,
@@ -475,6 +478,7 @@ fn check_here(
                     }
                     count.0 += 1;
                     findings.push(Finding {
+                        sources: Vec::new(),
                         check: "guard".into(),
                         rule: name.clone(),
                         severity: Severity::Error,
@@ -491,6 +495,7 @@ fn check_here(
         }
         for (rule, (_, more)) in listed.into_iter().filter(|(_, (_, more))| *more > 0) {
             findings.push(Finding {
+                sources: Vec::new(),
                 check: "guard".into(),
                 rule,
                 severity: Severity::Error,

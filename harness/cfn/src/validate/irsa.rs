@@ -55,6 +55,7 @@ fn finding(
     fix: String,
 ) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: "irsa".into(),
         rule: rule.into(),
         severity,

@@ -102,6 +102,7 @@ impl LangflowTask<'_> {
         let resource = self.service.map_or(self.task_id, |(id, _)| id);
         let keys: Vec<&str> = path.split('.').collect();
         Finding {
+            sources: Vec::new(),
             check: "langflow".into(),
             rule: rule.into(),
             severity,
@@ -602,6 +603,7 @@ fn bucket_rules(template: &Template, resources: &serde_json::Map<String, Value>)
                 .collect();
             if any_origin && !writes.is_empty() {
                 out.push(Finding {
+                    sources: Vec::new(),
                     check: "langflow".into(),
                     rule: "bucket-cors-any-origin-writes".into(),
                     severity: Severity::Error,

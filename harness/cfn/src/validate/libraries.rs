@@ -213,6 +213,7 @@ mod tests {
             "CT.RDS.PR.7: Require IAM auth"
         );
         let finding = |message: &str| Finding {
+            sources: Vec::new(),
             check: CONTROL_TOWER.into(),
             rule: "rds_iam_check".into(),
             severity: Severity::Error,

@@ -67,6 +67,7 @@ pub async fn run(config: &Config, templates: &[Template], base: &Path) -> Vec<Fi
 /// The finding for a template cfn-lint could not check.
 fn not_run(template: &Template, why: &str) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: "cfn-lint".into(),
         rule: "could-not-run".into(),
         severity: Severity::Error,
@@ -193,6 +194,7 @@ fn findings(items: &[Value], templates: &[Template]) -> Vec<Finding> {
                 .then(|| path.get(1).cloned())
                 .flatten();
             Finding {
+                sources: Vec::new(),
                 check: "cfn-lint".into(),
                 rule: item["Rule"]["Id"].as_str().unwrap_or("?").into(),
                 severity: match item["Level"].as_str() {

@@ -18,6 +18,7 @@ pub mod irsa;
 pub mod langflow;
 pub mod libraries;
 pub mod lint;
+pub mod merge;
 pub mod params;
 pub mod secrets;
 pub mod suppress;
@@ -66,6 +67,10 @@ pub struct Finding {
     pub message: String,
     /// How to fix it.
     pub fix: Option<String>,
+    /// The other tools' rules that reported the same control on the same resource (`check/rule`),
+    /// merged into this one row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 /// Options of a validation run.
@@ -146,6 +151,7 @@ fn guarded(check: &str, file: &str, run: impl FnOnce() -> Vec<Finding>) -> Vec<F
 /// The finding for a check that stopped before judging `file`.
 fn check_failed(check: &str, file: &str, why: &str) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: check.into(),
         rule: "internal-error".into(),
         severity: Severity::Error,
@@ -183,6 +189,7 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
     let (template_paths, skipped) = discover::templates(dir);
     if template_paths.is_empty() {
         findings.push(Finding {
+            sources: Vec::new(),
             check: "discover".into(),
             rule: "no-templates".into(),
             severity: Severity::Error,
@@ -225,6 +232,7 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
                         .iter()
                         .any(|p| crate::deploy::stack_key(p) == key) => {}
                     None => findings.push(Finding {
+                        sources: Vec::new(),
                         check: "params".into(),
                         rule: "no-template".into(),
                         severity: Severity::Error,
@@ -281,6 +289,7 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
             }
             Ok(None) => {}
             Err(why) => findings.push(Finding {
+                sources: Vec::new(),
                 check: libraries::CONTROL_TOWER.into(),
                 rule: "could-not-run".into(),
                 severity: Severity::Error,
@@ -371,6 +380,7 @@ pub async fn run(config: &Config, options: &ValidateOptions) -> Result<ValidateR
         }));
         timings.push((checkov::CHECKOV.to_string(), t.elapsed().as_secs_f64()));
     }
+    let findings = merge::across_tools(findings);
     let (mut findings, suppressed) =
         suppress::apply(dir, &display(&dir.join(suppress::FILE)), findings);
     findings.sort_by(|a, b| {

@@ -45,6 +45,7 @@ pub fn split_name(path: &Path) -> Option<(String, String)> {
 
 fn error(file: &str, line: usize, rule: &str, message: String, fix: String) -> Box<Finding> {
     Box::new(Finding {
+        sources: Vec::new(),
         check: "params".into(),
         rule: rule.into(),
         severity: Severity::Error,

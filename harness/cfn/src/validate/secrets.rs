@@ -312,6 +312,7 @@ pub fn check(templates: &[Template]) -> Vec<Finding> {
                         continue;
                     };
                     findings.push(Finding {
+                        sources: Vec::new(),
                         check: "secrets".into(),
                         rule: rule.into(),
                         severity,

@@ -77,7 +77,9 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 
 impl Suppression {
     fn matches(&self, f: &Finding) -> bool {
-        glob(&self.rule, &format!("{}/{}", f.check, f.rule))
+        // (a row merged from several tools is suppressed by a suppression of any of them)
+        (glob(&self.rule, &format!("{}/{}", f.check, f.rule))
+            || f.sources.iter().any(|s| glob(&self.rule, s)))
             && self
                 .resource
                 .as_deref()
@@ -95,6 +97,7 @@ fn problem(
     fix: &str,
 ) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: "suppress".into(),
         rule: rule.into(),
         severity,
@@ -193,6 +196,7 @@ mod tests {
 
     fn finding(rule: &str, resource: &str) -> Finding {
         Finding {
+            sources: Vec::new(),
             check: "control-tower".into(),
             rule: rule.into(),
             severity: Severity::Error,

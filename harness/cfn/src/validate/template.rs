@@ -111,6 +111,7 @@ const MAX_STRING_BYTES: usize = 16 << 20;
 pub fn load(path: &Path, display: &str) -> Result<Template, Box<Finding>> {
     let finding = |rule: &str, line: usize, message: String, fix: &str| {
         Box::new(Finding {
+            sources: Vec::new(),
             check: "parse".into(),
             rule: rule.into(),
             severity: Severity::Error,

@@ -332,6 +332,7 @@ fn finding(
     fix: String,
 ) -> Finding {
     Finding {
+        sources: Vec::new(),
         check: "wiring".into(),
         rule: rule.into(),
         severity,
