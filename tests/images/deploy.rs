@@ -221,3 +221,49 @@ async fn a_health_path_answered_with_a_redirect_is_never_healthy() {
     assert!(!error.contains(&key), "the signing key is not in the error");
     assert!(leftovers(&stack).is_empty(), "{:?}", leftovers(&stack));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_four_stack_set_with_its_own_secret_runs_two_tasks_not_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack_for(dir.path(), "own-secret", &[], REFERENCE_IMAGE, None);
+    let guard = DownOnDrop(&stack);
+    let outcome = async {
+        let up = stack.up().await?;
+        let deployment = Deployment::read(&stack.config().state_dir)?.expect("a deployment record");
+        // Four stacks in two folders, ordered by their imports; names made from the files.
+        assert_eq!(deployment.stacks.len(), 4);
+        assert_eq!(
+            deployment.stacks.last().map(String::as_str),
+            Some("langflow-dev")
+        );
+        // The DB user and password come from the secret the db stack made (GenerateSecretString),
+        // the signing key from its own secret; DesiredCount 2 tasks; not sticky; /health.
+        assert_eq!(deployment.env["DB_USER"], "flow_owner");
+        assert_eq!(deployment.env["DB_PASSWORD"].len(), 30);
+        assert_eq!(deployment.env["LANGFLOW_SECRET_KEY"].len(), 43);
+        assert_eq!(deployment.desired_count, 2);
+        assert!(!deployment.sticky);
+        assert_eq!(deployment.health.path, "/health");
+        let tasks = up
+            .status
+            .services
+            .iter()
+            .filter(|s| s.name.starts_with("task-"))
+            .count();
+        assert_eq!(tasks, 2);
+        // The image manages a tenant as the secret's user (the master user made from it).
+        let added =
+            stack.tenantmgr(&["schema-add".to_string(), "--prefix".into(), "acme".into()])?;
+        anyhow::ensure!(
+            added.success,
+            "schema-add: {}\n{}",
+            added.stdout,
+            added.stderr
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    drop(guard);
+    outcome.unwrap();
+    assert!(leftovers(&stack).is_empty());
+}

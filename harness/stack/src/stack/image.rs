@@ -487,9 +487,12 @@ const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const START_POLL: Duration = Duration::from_millis(250);
 
 /// Waits until the task at `url` passes its target group's health check: `healthy` answers in a
-/// row inside the matcher. Once the app answers, `unhealthy` answers in a row outside the matcher
-/// (a redirect included: the load balancer does not follow it) fail the task as the load balancer
-/// would keep it out of service; a task that never answers fails after the start timeout.
+/// row inside the matcher (checked at most [`MAX_CHECK_INTERVAL`] apart: passing is made quick).
+/// Failing keeps AWS's clock: a task is unhealthy once `unhealthy` answers in a row are outside
+/// the matcher *and* they span what the load balancer would take, `(unhealthy − 1) × interval`
+/// — so a task answering 503 for its first seconds is starting, as on AWS, while one that keeps
+/// answering a redirect (not followed) or an error is refused, naming the path and the status. A
+/// task that never answers fails after the start timeout.
 async fn target_health(
     name: &str,
     url: &str,
@@ -501,9 +504,13 @@ async fn target_health(
         .timeout(Duration::from_secs(5))
         .build()?;
     let target = format!("{url}{}", health.path);
-    let interval = Duration::from_secs(health.interval_secs.max(1)).min(MAX_CHECK_INTERVAL);
+    let aws_interval = Duration::from_secs(health.interval_secs.max(1));
+    let interval = aws_interval.min(MAX_CHECK_INTERVAL);
+    let unhealthy = health.unhealthy.clamp(1, 10);
+    let failing_for = aws_interval * (unhealthy - 1);
     let started = Instant::now();
     let (mut good, mut bad) = (0u32, 0u32);
+    let mut first_bad: Option<Instant> = None;
     loop {
         if !alive() {
             bail!(
@@ -516,14 +523,15 @@ async fn target_health(
                 let status = answer.status().as_u16();
                 if health.matches(status) {
                     good += 1;
-                    bad = 0;
+                    (bad, first_bad) = (0, None);
                     if good >= health.healthy.clamp(1, 10) {
                         return Ok(());
                     }
                 } else {
                     good = 0;
                     bad += 1;
-                    if bad >= health.unhealthy.clamp(1, 10) {
+                    let since = *first_bad.get_or_insert_with(Instant::now);
+                    if bad >= unhealthy && since.elapsed() >= failing_for {
                         let location = answer
                             .headers()
                             .get(reqwest::header::LOCATION)
@@ -531,15 +539,16 @@ async fn target_health(
                             .map(|l| format!(" (Location: {l})"))
                             .unwrap_or_default();
                         bail!(
-                            "{name} is unhealthy: GET {} answered {status}{location} {bad} times in a row, outside the target group's matcher {}; the load balancer would send it no traffic. Fix the target group's HealthCheckPath (Langflow's readiness check is /health_check) or its Matcher",
+                            "{name} is unhealthy: GET {} answered {status}{location} {bad} times in a row over {:.0} s, outside the target group's matcher {}; the load balancer would send it no traffic. Fix the target group's HealthCheckPath (Langflow's readiness check is /health_check) or its Matcher",
                             health.path,
+                            since.elapsed().as_secs_f64(),
                             health.matcher
                         );
                     }
                 }
             }
             Err(_) => {
-                (good, bad) = (0, 0);
+                (good, bad, first_bad) = (0, 0, None);
             }
         }
         if started.elapsed() > TASK_READY_TIMEOUT {
