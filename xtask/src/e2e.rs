@@ -87,22 +87,7 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
         anyhow::bail!("--tasks is for image mode: add --image IMAGE or --deploy");
     }
     // The plan before anything starts.
-    let deploy = match deploy {
-        Some(stage) => {
-            let dir = if dir.is_relative() {
-                stack.config().root.join(dir)
-            } else {
-                dir
-            };
-            Some(harness::deploy::plan(
-                &dir,
-                &stage,
-                &params,
-                &stack.config().aws.region,
-            )?)
-        }
-        None => None,
-    };
+    let deploy = crate::deploy_plan(stack.config(), deploy.as_deref(), dir, &params)?;
     let report = match (target, credentials) {
         (Some(_), Some(_)) if suite == harness::e2e::Suite::Browser => {
             anyhow::bail!(

@@ -229,6 +229,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `--deploy STAGE --dir DIR --param …` of `up` and `e2e`: the plan, made before anything starts
+/// (an unresolved parameter is one line and nothing runs); `None` without `--deploy`.
+#[cfg(feature = "full")]
+fn deploy_plan(
+    config: &Config,
+    stage: Option<&str>,
+    dir: PathBuf,
+    params: &[harness::deploy::ParamArg],
+) -> Result<Option<harness::deploy::Plan>> {
+    let Some(stage) = stage else {
+        return Ok(None);
+    };
+    let dir = if dir.is_relative() {
+        config.root.join(dir)
+    } else {
+        dir
+    };
+    Ok(Some(harness::deploy::plan(
+        &dir,
+        stage,
+        params,
+        &config.aws.region,
+    )?))
+}
+
 /// The workspace root (the parent of this crate's directory).
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -99,22 +99,7 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
         anyhow::bail!("--tasks is for image mode: add --image IMAGE or --deploy");
     }
     // The plan before anything starts: an unresolved parameter is one line, nothing runs.
-    let plan = match &deploy {
-        Some(stage) => {
-            let dir = if dir.is_relative() {
-                stack.config().root.join(dir)
-            } else {
-                dir
-            };
-            Some(harness::deploy::plan(
-                &dir,
-                stage,
-                &params,
-                &stack.config().aws.region,
-            )?)
-        }
-        None => None,
-    };
+    let plan = crate::deploy_plan(stack.config(), deploy.as_deref(), dir, &params)?;
     if image.is_some() || plan.is_some() {
         stack = stack.with_image(harness::stack::image::ImageRequest {
             image: image.unwrap_or_default(),
