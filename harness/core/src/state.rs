@@ -208,7 +208,9 @@ impl StateFiles {
     }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+/// Reads a JSON record of the state dir; `Ok(None)` when the file does not exist. A corrupt
+/// file is an error naming it, `what` it is, and the way out.
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -96,14 +96,7 @@ impl ImageMode {
 
     /// The image mode of the run in `state_dir`, if it is in image mode.
     pub fn read(state_dir: &Path) -> Result<Option<Self>> {
-        let path = Self::path(state_dir);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .with_context(|| format!("{} is not an image-mode record", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        harness_core::state::read_json(&Self::path(state_dir), "image-mode record")
     }
 
     fn write(&self, state_dir: &Path) -> Result<()> {
