@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::validate::params::{self, ParamFile};
 use crate::validate::template::{self, Template};
-use crate::validate::wiring::{self, Scope};
+use crate::validate::wiring;
 
 /// Stands for the one unknown part of a name while solving for it.
 const HOLE: &str = "\u{0}";
@@ -394,16 +394,8 @@ impl Planning<'_> {
         refs: &BTreeMap<String, String>,
         imports: &BTreeMap<String, String>,
     ) -> Option<String> {
-        wiring::resolve_in(
-            value,
-            &Scope {
-                stack_name,
-                refs,
-                attributes: &BTreeMap::new(),
-                imports,
-                conditions: self.templates[i].body["Conditions"].as_object(),
-            },
-        )
+        let conditions = self.templates[i].body["Conditions"].as_object();
+        wiring::resolve(value, stack_name, refs, imports, conditions)
     }
 
     /// Export names (and static values) of template `i`; its name a hole when not yet known.
