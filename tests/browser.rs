@@ -22,6 +22,7 @@ fn options(routing: Routing, artifacts: &std::path::Path) -> LocalOptions {
         artifacts: Some(artifacts.to_path_buf()),
         image: None,
         tasks: None,
+        workers: None,
         deploy: None,
     }
 }

@@ -97,6 +97,7 @@ async fn clean_stack_passes_every_check_locally_and_over_http() {
         artifacts: None,
         image: None,
         tasks: None,
+        workers: None,
         deploy: None,
     };
     let local = run(&common::repo_root(), &gateway(), &options)
@@ -174,6 +175,7 @@ async fn shared_secret_key_is_caught_by_exactly_the_forged_token_checks() {
         artifacts: None,
         image: None,
         tasks: None,
+        workers: None,
         deploy: None,
     };
     let local = run(&common::repo_root(), &gateway(), &options)

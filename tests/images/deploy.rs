@@ -44,6 +44,7 @@ fn stack_for(
             image: image.into(),
             tasks,
             min_tasks: 1,
+            workers: None,
             fault_env: Default::default(),
             deploy: Some(plan),
         })

@@ -32,6 +32,7 @@ fn options(fault: Option<Fault>) -> LocalOptions {
         artifacts: None,
         image: Some(REFERENCE_IMAGE.into()),
         tasks: Some(2),
+        workers: None,
         deploy: None,
     }
 }
@@ -106,6 +107,7 @@ async fn a_stock_langflow_image_is_refused_naming_what_the_task_lacks() {
             image: STOCK_IMAGE.into(),
             tasks: Some(2),
             min_tasks: 1,
+            workers: None,
             fault_env: Default::default(),
             deploy: None,
         });

@@ -34,7 +34,9 @@ pub struct E2eArgs {
     #[arg(long, value_name = "FAULT", conflicts_with = "target")]
     inject_fault: Option<harness::stack::Fault>,
     /// Suites to run: all (isolation, credentials, and browser where Chromium is found),
-    /// isolation, or browser (headless Chromium; an error when it is missing).
+    /// isolation, browser (headless Chromium; an error when it is missing), or replicas (image
+    /// mode: the service as N tasks × W workers — tokens, variables, builds, files, cold start
+    /// and health check across tasks).
     #[arg(long, value_name = "SUITE", default_value = "all")]
     suite: harness::e2e::Suite,
     /// Gateway routing of the isolated stack: path (/tenant/<prefix>/, one shared origin) or
@@ -51,6 +53,9 @@ pub struct E2eArgs {
     /// Tasks in image mode (default: the service's DesiredCount, at least 2).
     #[arg(long)]
     tasks: Option<usize>,
+    /// Workers per task in image mode (LANGFLOW_WORKERS over the task definition's).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Deploy the templates under --dir with this stage's parameters into the run's emulator
     /// and run the suite on the service they describe (like `up --deploy`).
     #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "dev", conflicts_with = "target")]
@@ -79,12 +84,18 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
         artifacts,
         image,
         tasks,
+        workers,
         deploy,
         dir,
         params,
     } = args;
-    if tasks.is_some() && image.is_none() && deploy.is_none() {
-        anyhow::bail!("--tasks is for image mode: add --image IMAGE or --deploy");
+    if (tasks.is_some() || workers.is_some()) && image.is_none() && deploy.is_none() {
+        anyhow::bail!("--tasks and --workers are for image mode: add --image IMAGE or --deploy");
+    }
+    if suite == harness::e2e::Suite::Replicas && image.is_none() && deploy.is_none() {
+        anyhow::bail!(
+            "--suite replicas runs the deployed service's tasks: add --deploy [STAGE] (or --image IMAGE)"
+        );
     }
     // The plan before anything starts.
     let deploy = crate::deploy_plan(stack.config(), deploy.as_deref(), dir, &params)?;
@@ -109,6 +120,7 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
                 artifacts,
                 image,
                 tasks,
+                workers,
                 deploy,
             };
             let run = harness::e2e::local::run(&stack.config().root, &gateway_command()?, &options)

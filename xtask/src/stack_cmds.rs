@@ -32,6 +32,10 @@ pub struct UpArgs {
     /// Tasks to run in image mode (default: the service's DesiredCount).
     #[arg(long)]
     tasks: Option<usize>,
+    /// Workers per task in image mode: LANGFLOW_WORKERS given to every task over the task
+    /// definition's (as an ECS container override would).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Deploy every template under --dir into the emulator with this stage's parameters, then
     /// run what the stacks describe: the load-balanced ECS service's tasks (image: --image, or
     /// the task definition's own when it is here), its databases as the local Postgres, its
@@ -85,6 +89,7 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
         foreground,
         image,
         tasks,
+        workers,
         deploy,
         dir,
         params,
@@ -95,8 +100,8 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
     if tasks == Some(0) {
         anyhow::bail!("--tasks 0 runs nothing; give 1 or more");
     }
-    if tasks.is_some() && image.is_none() && deploy.is_none() {
-        anyhow::bail!("--tasks is for image mode: add --image IMAGE or --deploy");
+    if (tasks.is_some() || workers.is_some()) && image.is_none() && deploy.is_none() {
+        anyhow::bail!("--tasks and --workers are for image mode: add --image IMAGE or --deploy");
     }
     // The plan before anything starts: an unresolved parameter is one line, nothing runs.
     let plan = crate::deploy_plan(stack.config(), deploy.as_deref(), dir, &params)?;
@@ -105,6 +110,7 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
             image: image.unwrap_or_default(),
             tasks,
             min_tasks: 1,
+            workers,
             fault_env: Default::default(),
             deploy: plan,
         });

@@ -17,6 +17,10 @@ pub const TEMPLATE: &str = "aws/apps/fargate-stack.cfn.yaml";
 pub const REQUIRES_ENV_LABEL: &str = "dev.langflow-infra.requires-env";
 /// Image label giving the command that manages tenants inside the container.
 pub const TENANTMGR_LABEL: &str = "dev.langflow-infra.tenantmgr";
+/// Image label giving the most workers (`LANGFLOW_WORKERS`) one task of the image can run.
+pub const MAX_WORKERS_LABEL: &str = "dev.langflow-infra.max-workers";
+/// The variable that sets how many Langflow processes one task runs.
+pub const WORKERS_VARIABLE: &str = "LANGFLOW_WORKERS";
 
 /// What a stock Langflow image needs from its environment to serve more than one task, and what it
 /// does without it (read in Langflow 1.13's own settings, `lfx/services/settings`: without a
@@ -32,6 +36,11 @@ pub const STOCK_LANGFLOW_NEEDS: [(&str, &str); 2] = [
         "without it Langflow generates a random key in each task's config dir: a token issued by one task is refused by the others and stored secrets cannot be read after a restart",
     ),
 ];
+
+/// Of [`STOCK_LANGFLOW_NEEDS`], what a stock Langflow cannot run the local stack without: without a
+/// database URL it never touches the stack's Postgres. A task without a shared key runs (and
+/// `e2e --suite replicas` shows what breaks), so that finding is a warning.
+pub const STOCK_LANGFLOW_MUST_HAVE: [&str; 1] = ["LANGFLOW_DATABASE_URL"];
 
 /// A Secrets Manager reference of a `Secrets` entry (`ValueFrom`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +108,9 @@ pub struct ContractFinding {
     pub variable: String,
     /// What the image does without it.
     pub consequence: String,
+    /// Whether the task cannot run without it (else it runs, broken in the way `consequence`
+    /// says: a warning).
+    pub blocking: bool,
 }
 
 impl std::fmt::Display for ContractFinding {
@@ -126,6 +138,7 @@ pub fn contract_findings(task: &TaskShape, requires: Option<&str>) -> Vec<Contra
                 consequence: format!(
                     "the image declares it required ({REQUIRES_ENV_LABEL}); add it to the container's Environment or Secrets"
                 ),
+                blocking: true,
             })
             .collect(),
         None => STOCK_LANGFLOW_NEEDS
@@ -134,6 +147,7 @@ pub fn contract_findings(task: &TaskShape, requires: Option<&str>) -> Vec<Contra
             .map(|(v, why)| ContractFinding {
                 variable: v.to_string(),
                 consequence: why.to_string(),
+                blocking: STOCK_LANGFLOW_MUST_HAVE.contains(v),
             })
             .collect(),
     }
@@ -167,6 +181,14 @@ mod tests {
         let names: Vec<&str> = findings.iter().map(|f| f.variable.as_str()).collect();
         assert_eq!(names, ["LANGFLOW_DATABASE_URL", "LANGFLOW_SECRET_KEY"]);
         assert!(findings[0].to_string().contains("SQLite"));
+        assert!(
+            findings[0].blocking,
+            "no database URL: the task never uses the stack's"
+        );
+        assert!(
+            !findings[1].blocking,
+            "no shared key: it runs, broken across tasks"
+        );
         let declared =
             contract_findings(&given, Some("DB_HOST, LANGFLOW_TENANT_KEY_SEED,X_MISSING"));
         assert_eq!(declared.len(), 1);

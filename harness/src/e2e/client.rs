@@ -15,6 +15,10 @@ pub enum Auth<'a> {
     Bearer(&'a str),
     /// `x-api-key: <key>`.
     ApiKey(&'a str),
+    /// `Cookie: <name=value>` (a session cookie as a browser sends it back).
+    Cookie(&'a str),
+    /// A bearer token and, when there is one, a cookie (a load balancer's stickiness cookie).
+    BearerAndCookie(&'a str, Option<&'a str>),
 }
 
 /// An HTTP answer: status, body and `Set-Cookie` headers.
@@ -96,6 +100,11 @@ impl TenantClient {
             Auth::None => request,
             Auth::Bearer(token) => request.bearer_auth(token),
             Auth::ApiKey(key) => request.header("x-api-key", *key),
+            Auth::Cookie(cookie) => request.header(reqwest::header::COOKIE, *cookie),
+            Auth::BearerAndCookie(token, None) => request.bearer_auth(token),
+            Auth::BearerAndCookie(token, Some(cookie)) => request
+                .bearer_auth(token)
+                .header(reqwest::header::COOKIE, *cookie),
         };
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -117,6 +126,40 @@ impl TenantClient {
     pub async fn get(&self, path: &str, auth: &Auth<'_>) -> Result<Answer> {
         self.send(self.http.get(format!("{}{path}", self.base)), auth)
             .await
+    }
+
+    /// `GET <base><path>` with a per-request timeout (streams read to their end).
+    pub async fn get_within(
+        &self,
+        path: &str,
+        auth: &Auth<'_>,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .timeout(timeout),
+            auth,
+        )
+        .await
+    }
+
+    /// `POST <base><path>` with a JSON body and a per-request timeout (streams read to their end).
+    pub async fn post_json_within(
+        &self,
+        path: &str,
+        body: &Value,
+        auth: &Auth<'_>,
+        timeout: Duration,
+    ) -> Result<Answer> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .json(body)
+                .timeout(timeout),
+            auth,
+        )
+        .await
     }
 
     /// `POST <base><path>` with a JSON body.
@@ -188,6 +231,18 @@ impl TenantClient {
         let answer = self.get("api/v1/flows/?get_all=true", auth).await?;
         let ids = ids_in(&answer.json());
         Ok((answer, ids))
+    }
+
+    /// Creates a flow with `data` (`{"nodes": [...], "edges": [...]}`) and returns its id.
+    pub async fn create_flow_with(&self, token: &str, name: &str, data: &Value) -> Result<String> {
+        let answer = self
+            .post_json(
+                "api/v1/flows/",
+                &json!({"name": name, "data": data}),
+                &Auth::Bearer(token),
+            )
+            .await?;
+        id_of(&answer, "flow creation")
     }
 
     /// Creates a credential variable and returns its id.

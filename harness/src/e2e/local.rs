@@ -53,6 +53,8 @@ pub struct LocalOptions {
     pub image: Option<String>,
     /// Tasks in image mode (default: the service's DesiredCount, at least 2).
     pub tasks: Option<usize>,
+    /// Workers per task in image mode (`LANGFLOW_WORKERS`; default: the task definition's).
+    pub workers: Option<usize>,
     /// `--deploy`: the template set's plan, deployed into the run's emulator and its service
     /// run (image mode through the user's own templates; `image` may then be empty).
     pub deploy: Option<harness_cfn::deploy::Plan>,
@@ -82,33 +84,20 @@ fn tenants_yaml() -> String {
 /// (`schema-add`, then `user-add` of an admin and of the shared username, generated passwords),
 /// parsing what it prints.
 async fn image_tenant(stack: &Stack, prefix: &str) -> Result<(TenantCredentials, String)> {
-    let run = |args: Vec<String>| async move {
-        let what = args.join(" ");
-        let done = stack.tenantmgr(&args)?;
-        if !done.success {
-            anyhow::bail!(
-                "tenantmgr {what} failed ({}): {}{}",
-                done.status,
-                done.stderr.trim(),
-                done.stdout.trim()
-            );
-        }
-        Ok::<String, anyhow::Error>(done.stdout)
-    };
-    let added = run(vec!["schema-add".into(), "--prefix".into(), prefix.into()]).await?;
-    let schema = printed(&added, "Schema ID")
-        .with_context(|| format!("tenantmgr schema-add printed no 'Schema ID:' line: {added}"))?;
+    let schema = image_schema_add(stack, prefix)?;
     let user = |username: String| {
         let schema = schema.clone();
         async move {
-            let out = run(vec![
-                "user-add".into(),
-                "--schema".into(),
-                schema,
-                "--username".into(),
-                username.clone(),
-            ])
-            .await?;
+            let out = run_tenantmgr(
+                stack,
+                vec![
+                    "user-add".into(),
+                    "--schema".into(),
+                    schema,
+                    "--username".into(),
+                    username.clone(),
+                ],
+            )?;
             printed(&out, "Password").with_context(|| {
                 format!("tenantmgr user-add {username} printed no 'Password:' line")
             })
@@ -129,31 +118,57 @@ async fn image_tenant(stack: &Stack, prefix: &str) -> Result<(TenantCredentials,
     ))
 }
 
+/// Runs the image's tenant manager with `args` in a task; its standard output, or an error with
+/// what it printed.
+pub(super) fn run_tenantmgr(stack: &Stack, args: Vec<String>) -> Result<String> {
+    let what = args.join(" ");
+    let done = stack.tenantmgr(&args)?;
+    if !done.success {
+        anyhow::bail!(
+            "tenantmgr {what} failed ({}): {}{}",
+            done.status,
+            done.stderr.trim(),
+            done.stdout.trim()
+        );
+    }
+    Ok(done.stdout)
+}
+
+/// `tenantmgr schema-add --prefix <prefix>` in a task; the new schema's id.
+pub(super) fn image_schema_add(stack: &Stack, prefix: &str) -> Result<String> {
+    let added = run_tenantmgr(
+        stack,
+        vec!["schema-add".into(), "--prefix".into(), prefix.into()],
+    )?;
+    printed(&added, "Schema ID")
+        .with_context(|| format!("tenantmgr schema-add printed no 'Schema ID:' line: {added}"))
+}
+
 /// The value of a `Label: value` line of a tool's output.
-fn printed(output: &str, label: &str) -> Option<String> {
+pub(super) fn printed(output: &str, label: &str) -> Option<String> {
     output.lines().find_map(|line| {
         let (key, value) = line.trim().split_once(':')?;
         (key.trim() == label).then(|| value.trim().to_string())
     })
 }
 
-/// Brings up an isolated stack, runs the suite on it and tears it down (unless `keep`).
-pub async fn run(
+/// The isolated stack of a local run in `dir`: the tenants file (empty in image mode, where the
+/// image's tenant manager makes tenants), the suite's settings, image mode when asked for.
+/// Returns it with its routing.
+pub(super) fn open_stack(
     root: &Path,
     gateway: &GatewayCommand,
     options: &LocalOptions,
-) -> Result<LocalRun> {
-    let dir = tempfile::Builder::new()
-        .prefix("lfi-e2e-")
-        .tempdir()
-        .context("cannot create a temp dir for the e2e stack")?;
+    dir: &Path,
+    tenants_file: &str,
+) -> Result<(Stack, crate::gateway::Routing)> {
     let image_mode = options.image.is_some() || options.deploy.is_some();
     let tenants_file = if image_mode {
-        "tenants: []\n".to_string()
+        "tenants: []\n"
     } else {
-        tenants_yaml()
+        tenants_file
     };
-    let mut config = Config::isolated_with_tenants(root, dir.path(), &tenants_file)?;
+    let mut config = Config::isolated_with_tenants(root, dir, tenants_file)?;
     // Every request of the suite comes from 127.0.0.1: Langflow's default of 5 logins per
     // minute per client would turn later login checks into 429s.
     config.langflow.login_rate_limit_per_minute = E2E_LOGIN_RATE_LIMIT;
@@ -179,6 +194,7 @@ pub async fn run(
                 image: options.image.clone().unwrap_or_default(),
                 tasks: options.tasks,
                 min_tasks: 2,
+                workers: options.workers,
                 // The reference image breaks isolation on purpose with LFMT_FAULT (tests only).
                 fault_env: fault
                     .map(|f| [("LFMT_FAULT".to_string(), f.as_str().to_string())].into())
@@ -189,6 +205,23 @@ pub async fn run(
         (false, Some(fault)) => stack = stack.with_fault(fault),
         (false, None) => {}
     }
+    Ok((stack, routing))
+}
+
+/// Brings up an isolated stack, runs the suite on it and tears it down (unless `keep`).
+pub async fn run(
+    root: &Path,
+    gateway: &GatewayCommand,
+    options: &LocalOptions,
+) -> Result<LocalRun> {
+    if options.suite == super::Suite::Replicas {
+        return super::replicas::run(root, gateway, options).await;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("lfi-e2e-")
+        .tempdir()
+        .context("cannot create a temp dir for the e2e stack")?;
+    let (stack, routing) = open_stack(root, gateway, options, dir.path(), &tenants_yaml())?;
     let up_started = Instant::now();
     let outcome = async {
         let up = stack.up().await?;

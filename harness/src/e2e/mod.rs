@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod junit;
 pub mod jwt;
 pub mod local;
+pub mod replicas;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -169,6 +170,9 @@ pub enum Suite {
     Isolation,
     /// The browser suite only (headless Chromium; fails when Chromium is missing).
     Browser,
+    /// The service as N tasks × W workers (image mode only): tokens, variables, builds and
+    /// files across tasks, a cold start, the health check with the database down.
+    Replicas,
 }
 
 impl std::str::FromStr for Suite {
@@ -179,7 +183,8 @@ impl std::str::FromStr for Suite {
             "all" => Ok(Suite::All),
             "isolation" => Ok(Suite::Isolation),
             "browser" => Ok(Suite::Browser),
-            _ => bail!("unknown suite {name:?}; use all, isolation or browser"),
+            "replicas" => Ok(Suite::Replicas),
+            _ => bail!("unknown suite {name:?}; use all, isolation, browser or replicas"),
         }
     }
 }

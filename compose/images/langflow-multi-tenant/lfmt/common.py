@@ -16,6 +16,9 @@ import sys
 # The environment the TaskDefinition in aws/apps/fargate-stack.cfn.yaml gives the container.
 REQUIRED_ENV = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "LANGFLOW_TENANT_KEY_SEED")
 SEED_MIN_LEN = 32
+# Langflow processes per tenant in one task (LANGFLOW_WORKERS, default 1): the router spreads each
+# tenant's requests over them. Each is a forked Langflow app (~150-300 MB of its own).
+MAX_WORKERS = 8
 # Where per-tenant state (config dirs, temp files) lives inside the container.
 STATE_DIR = os.environ.get("LFMT_STATE_DIR", "/var/lib/lfmt")
 # Runtime files: supervisord and nginx configs, sockets, pid files.
@@ -63,7 +66,18 @@ def check_env():
         )
     if not env("DB_PORT").isdigit():
         raise ConfigError(f"DB_PORT={env('DB_PORT')!r} is not a port number")
+    workers()
     fault()
+
+
+def workers():
+    """LANGFLOW_WORKERS: Langflow processes per tenant in this task (1 when unset)."""
+    value = env("LANGFLOW_WORKERS", "1")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_WORKERS:
+        raise ConfigError(
+            f"LANGFLOW_WORKERS={value!r}: this image runs 1 to {MAX_WORKERS} workers per tenant; set the TaskDefinition's LANGFLOW_WORKERS in that range"
+        )
+    return int(value)
 
 
 def fault():

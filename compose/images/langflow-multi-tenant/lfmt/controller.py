@@ -1,7 +1,8 @@
 """The registry poller of one task: every ~2 s it reads public.tenant_registry and makes this
-container serve exactly the registered tenants: one supervisord program per tenant (its worker),
-and the nginx router's locations (/tenant/<prefix>/ -> that worker). A tenant added with
-`tenantmgr.py schema-add` through any task is served by every task without a restart.
+container serve exactly the registered tenants: LANGFLOW_WORKERS supervisord programs per tenant
+(its workers, one port each), and the nginx router's locations (/tenant/<prefix>/ -> those
+workers, round-robin). A tenant added with `tenantmgr.py schema-add` through any task is served by
+every task without a restart.
 
 Runs under supervisord (restarted if it dies). It writes only configuration without secrets;
 workers derive their own secrets from the seed in their environment.
@@ -60,7 +61,8 @@ def nginx_conf(tenants, ports, health):
         "  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }",
     ]
     for prefix, schema in tenants:
-        lines.append(f"  upstream {upstream_name(schema)} {{ server 127.0.0.1:{ports[schema]}; keepalive 16; }}")
+        servers = " ".join(f"server 127.0.0.1:{port};" for port in ports[schema])
+        lines.append(f"  upstream {upstream_name(schema)} {{ {servers} keepalive 16; }}")
     lines += [
         "  server {",
         f"    listen {listen_host}:{listen_port} default_server;",
@@ -111,8 +113,13 @@ def upstream_name(schema):
     return f"tenant_{schema}"
 
 
-def program_conf(schema, port):
-    name = program_name(schema)
+def program_conf(schema, ports):
+    """The supervisord programs of one tenant: one per worker port (`tenant-<schema>-w<n>`)."""
+    return "".join(worker_program(schema, index, port) for index, port in enumerate(ports, 1))
+
+
+def worker_program(schema, index, port):
+    name = f"{program_name(schema)}-w{index}"
     return "\n".join([
         f"[program:{name}]",
         f"command={PYTHON} {WORKER} {schema} {port}",
@@ -144,10 +151,11 @@ def write_atomic(path, text, mode=0o600):
 
 
 def load_ports():
+    """{schema: [worker port, ...]} as written by the last poll of this container."""
     try:
         with open(PORTS_FILE) as f:
-            return {k: int(v) for k, v in json.load(f).items()}
-    except (OSError, ValueError):
+            return {k: [int(p) for p in v] for k, v in json.load(f).items()}
+    except (OSError, ValueError, TypeError):
         return {}
 
 
@@ -161,20 +169,25 @@ def supervisorctl(*args):
 def apply(tenants, ports, health, last):
     """Writes the programs and the router config for `tenants`; reloads what changed."""
     wanted = {schema for _, schema in tenants}
+    workers = common.workers()
     changed_programs = False
     for prefix, schema in tenants:
-        if schema not in ports:
-            used = set(ports.values())
+        if len(ports.get(schema, [])) != workers:
+            used = {p for s, taken in ports.items() if s != schema for p in taken}
+            free = []
             port = FIRST_WORKER_PORT
-            while port in used:
+            while len(free) < workers:
+                if port not in used:
+                    free.append(port)
                 port += 1
-            ports[schema] = port
+            ports[schema] = free
         path = os.path.join(PROGRAMS_DIR, f"{program_name(schema)}.conf")
         text = program_conf(schema, ports[schema])
         if not os.path.exists(path) or open(path).read() != text:
             write_atomic(path, text, 0o644)
             changed_programs = True
-            log(f"serving tenant {prefix} ({schema}) on worker port {ports[schema]}")
+            listed = ", ".join(str(p) for p in ports[schema])
+            log(f"serving tenant {prefix} ({schema}) with {workers} worker(s) on port(s) {listed}")
     for name in os.listdir(PROGRAMS_DIR):
         schema = name[len("tenant-"):-len(".conf")] if name.startswith("tenant-") and name.endswith(".conf") else None
         if schema is not None and schema not in wanted:

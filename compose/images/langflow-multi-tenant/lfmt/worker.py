@@ -92,6 +92,10 @@ def tenant_env(schema, port):
         "LANGFLOW_CHECK_VERSION": "false",
         # Tenant files go to the shared bucket under the tenant's own prefix.
         "LANGFLOW_OBJECT_STORAGE_PREFIX": f"tenants/{schema}",
+        # A build's events come back in its own response: Langflow's job queue is per process,
+        # so a follow-up GET /api/v1/build/<job>/events that the load balancer (or this task's
+        # router) sends to another task or worker would answer 404 "Job not found".
+        "LANGFLOW_EVENT_DELIVERY": common.env("LANGFLOW_EVENT_DELIVERY", "direct"),
     }
     for name, value in os.environ.items():
         if name in PASS_THROUGH or name.startswith(PASS_THROUGH_PREFIXES):

@@ -22,6 +22,8 @@ const KEY_SEED: &str = "LANGFLOW_TENANT_KEY_SEED";
 const WORKERS: &str = "LANGFLOW_WORKERS";
 const JOB_QUEUE_TYPE: &str = "LANGFLOW_JOB_QUEUE_TYPE";
 const CACHE_TYPE: &str = "LANGFLOW_CACHE_TYPE";
+const EVENT_DELIVERY: &str = "LANGFLOW_EVENT_DELIVERY";
+const ALLOW_MULTI_WORKER: &str = "LANGFLOW_DANGEROUSLY_ALLOW_MULTI_WORKER_WITHOUT_SHARED_QUEUE";
 const DATABASE_URL: &str = "LANGFLOW_DATABASE_URL";
 const SUPERUSER_PASSWORD: &str = "LANGFLOW_SUPERUSER_PASSWORD";
 /// Variables that carry a database password by convention (the value's flow is what is
@@ -84,6 +86,8 @@ struct LangflowTask<'a> {
     secrets: BTreeMap<String, &'a Value>,
     /// The service running it, if any.
     service: Option<(&'a str, &'a Value)>,
+    /// The container's `Command` (null: the image's own).
+    command: &'a Value,
 }
 
 impl LangflowTask<'_> {
@@ -291,6 +295,7 @@ pub fn check(templates: &[Template], param_files: &[ParamFile]) -> Vec<Finding> 
                     environment: named(&container["Environment"], "Value"),
                     secrets: named(&container["Secrets"], "ValueFrom"),
                     service,
+                    command: &container["Command"],
                 };
                 findings.extend(task_rules(&lf, &scenarios, all));
             }
@@ -362,6 +367,10 @@ fn task_rules(
         scenarios.iter().find_map(|s| s.eval(template, value))
     };
     let redis_queue = text(JOB_QUEUE_TYPE).is_some_and(|v| v.eq_ignore_ascii_case("redis"));
+    // Direct event delivery: a build's events come back in its own response, so no request has
+    // to reach the process that holds the job (`e2e --suite replicas` shows both cases).
+    let direct_events = text(EVENT_DELIVERY).is_some_and(|v| v.eq_ignore_ascii_case("direct"));
+    let shared_jobs = redis_queue || direct_events;
 
     // 1. Several processes sign tokens: one shared key.
     if task_count > 1 || worker_count > 1 {
@@ -384,7 +393,31 @@ fn task_rules(
         }
     }
     // 2. Several workers need the shared job queue (Langflow refuses to start otherwise).
-    if worker_count > 1 && !redis_queue {
+    // `langflow run` (a stock image's CMD, or a Command naming it) refuses several workers with
+    // the in-process queue even when builds deliver their events directly.
+    let runs_langflow_run = match lf.command.as_array() {
+        Some(parts) => parts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .contains("langflow run"),
+        None => !lf.given(KEY_SEED),
+    };
+    let allowed = text(ALLOW_MULTI_WORKER).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if worker_count > 1 && direct_events && !redis_queue && runs_langflow_run && !allowed {
+        let (w, label) = workers.clone().unwrap_or((worker_count, String::new()));
+        out.push(lf.finding(
+            "langflow-workers-need-shared-queue",
+            Severity::Error,
+            "Properties.ContainerDefinitions",
+            format!(
+                "{WORKERS}={w} ({label}) with the in-process job queue: builds are safe ({EVENT_DELIVERY}=direct), but `langflow run` (the image's command) refuses to start several workers unless {JOB_QUEUE_TYPE}=redis or {ALLOW_MULTI_WORKER}=true (langflow/__main__.py ensure_multi_worker_safe)"
+            ),
+            "set LANGFLOW_DANGEROUSLY_ALLOW_MULTI_WORKER_WITHOUT_SHARED_QUEUE=true (safe with direct event delivery), or LANGFLOW_JOB_QUEUE_TYPE=redis with a shared Redis",
+        ));
+    }
+    if worker_count > 1 && !shared_jobs {
         let (w, label) = workers.clone().unwrap_or((worker_count, String::new()));
         out.push(lf.finding(
             "langflow-workers-need-shared-queue",
@@ -393,8 +426,11 @@ fn task_rules(
             format!(
                 "{WORKERS}={w} ({label}) with the in-process job queue: Langflow 1.13 refuses to start `langflow run` with several workers unless {JOB_QUEUE_TYPE}=redis (langflow/__main__.py ensure_multi_worker_safe: the build's GET /api/v1/build/<job_id>/events lands on another worker, 'Job queue not found for job_id', langflow-ai/langflow#7579)"
             ),
-            "set LANGFLOW_JOB_QUEUE_TYPE=redis with LANGFLOW_REDIS_QUEUE_URL (or LANGFLOW_REDIS_HOST/PORT) pointing at a shared Redis, or LANGFLOW_WORKERS=1 and scale with tasks",
+            "set LANGFLOW_EVENT_DELIVERY=direct (a build's events come in its own response), or LANGFLOW_JOB_QUEUE_TYPE=redis with LANGFLOW_REDIS_QUEUE_URL pointing at a shared Redis, or LANGFLOW_WORKERS=1 and scale with tasks",
         ));
+    }
+    if worker_count > 1 {
+        let (w, _) = workers.clone().unwrap_or((worker_count, String::new()));
         let cache = text(CACHE_TYPE).unwrap_or_else(|| "async".into());
         if !cache.eq_ignore_ascii_case("redis") {
             out.push(lf.finding(
@@ -418,7 +454,7 @@ fn task_rules(
                 .collect()
         })
         .unwrap_or_default();
-    if task_count > 1 && !redis_queue {
+    if task_count > 1 && !shared_jobs {
         for (tg_id, tg) in &target_groups {
             let sticky = tg["Properties"]["TargetGroupAttributes"]
                 .as_array()
@@ -439,7 +475,7 @@ fn task_rules(
                     format!(
                         "up to {t} tasks ({label}) behind target group {tg_id}, which is not sticky (in every stage), and the job queue is in-process: a flow built in the UI posts to one task and follows GET /api/v1/build/<job_id>/events on whichever the load balancer picks, which answers 'Job queue not found for job_id' (langflow/services/job_queue/service.py JobQueueNotFoundError)"
                     ),
-                    "turn on stickiness (TargetGroupAttributes stickiness.enabled: true, stickiness.type: lb_cookie), or share the job queue (LANGFLOW_JOB_QUEUE_TYPE=redis)",
+                    "set LANGFLOW_EVENT_DELIVERY=direct (a build's events come in its own response), or turn on stickiness (TargetGroupAttributes stickiness.enabled: true, stickiness.type: lb_cookie), or share the job queue (LANGFLOW_JOB_QUEUE_TYPE=redis)",
                 ));
             }
         }

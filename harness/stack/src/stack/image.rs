@@ -52,6 +52,9 @@ pub struct ImageRequest {
     pub min_tasks: usize,
     /// Extra variables for the tasks, for tests only (the reference image's `LFMT_FAULT`).
     pub fault_env: BTreeMap<String, String>,
+    /// Workers per task (`LANGFLOW_WORKERS` given to every task, as an ECS container override
+    /// would); `None` = what the task definition says.
+    pub workers: Option<usize>,
     /// `up --deploy`: the template set's plan, deployed into the emulator and realised (the
     /// task, its database users, its target group) instead of rendering the project's template.
     /// `image` may then be empty: the task definition's own image is used when it is here.
@@ -87,6 +90,16 @@ pub struct ImageMode {
     /// deploys).
     #[serde(default)]
     pub deployed: bool,
+    /// `LANGFLOW_WORKERS` given to every task over the task definition's (`--workers`).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Whether the image manages tenants itself (it names its tenant manager in a label): one
+    /// task serves many tenants at `/tenant/<prefix>/`; otherwise it is one Langflow.
+    #[serde(default)]
+    pub multi_tenant: bool,
+    /// What the image contract warns about (the task runs, but breaks as each line says).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl ImageMode {
@@ -111,6 +124,15 @@ impl ImageMode {
     /// The tasks' service names: `task-1` …
     pub fn task_names(&self) -> Vec<String> {
         (1..=self.tasks).map(task_service).collect()
+    }
+
+    /// Workers per task: `--workers`, else the task's `LANGFLOW_WORKERS` (`env`, the deployed
+    /// environment), else 1.
+    pub fn workers_in(&self, env: &BTreeMap<String, String>) -> usize {
+        self.workers
+            .or_else(|| env.get(taskdef::WORKERS_VARIABLE)?.trim().parse().ok())
+            .unwrap_or(1)
+            .max(1)
     }
 }
 
@@ -223,6 +245,9 @@ impl Stack {
     ) -> Result<ProcessSpec> {
         let mut env = rendered.env.clone();
         env.extend(mode.fault_env.clone());
+        if let Some(workers) = mode.workers {
+            env.insert(taskdef::WORKERS_VARIABLE.into(), workers.to_string());
+        }
         let mut binds = Vec::new();
         if let Some(token) = env.get("AWS_WEB_IDENTITY_TOKEN_FILE").cloned() {
             // As the kubelet does, the pod's projected token belongs to the pod's user: a copy of
@@ -369,7 +394,7 @@ impl Stack {
             &rendered.shape,
             labels.get(taskdef::REQUIRES_ENV_LABEL).map(String::as_str),
         );
-        if !findings.is_empty() {
+        if findings.iter().any(|f| f.blocking) {
             let lines: Vec<String> = findings.iter().map(|f| format!("  - {f}")).collect();
             bail!(
                 "{} cannot run as {} gives it ({} finding{}):\n{}\nfix the TaskDefinition's Environment/Secrets (or the image), then run `up` again",
@@ -379,6 +404,13 @@ impl Stack {
                 if findings.len() == 1 { "" } else { "s" },
                 lines.join("\n")
             );
+        }
+        let warnings: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+        for warning in &warnings {
+            harness_core::progress::println(format!("warning: {image_name}: {warning}"));
+        }
+        if let Some(workers) = request.workers {
+            check_workers(workers, &image_name, labels.get(taskdef::MAX_WORKERS_LABEL))?;
         }
         let tasks = request
             .tasks
@@ -403,6 +435,9 @@ impl Stack {
             fault_env: request.fault_env.clone(),
             health: Some(deployment.health.clone()),
             deployed: true,
+            workers: request.workers,
+            multi_tenant: labels.contains_key(taskdef::TENANTMGR_LABEL),
+            warnings,
         };
         mode.write(&self.config.state_dir)?;
         let started = mode
@@ -452,6 +487,49 @@ impl Stack {
         // The engine gave the new container a new port: the target group follows it.
         self.write_pool_routes(state, &mode)?;
         Ok(started)
+    }
+
+    /// Replaces every task at once, as a new ECS deployment of the same task definition does
+    /// (`e2e --suite replicas`: what was written through the old tasks must read back through
+    /// the new ones). Under the state lock (the supervisor keeps off); a deliberate replacement
+    /// is not counted as a restart. Returns when every new task passes its health check.
+    pub async fn replace_tasks(&self) -> Result<Vec<(String, f64)>> {
+        let mode = ImageMode::read(&self.config.state_dir)?
+            .ok_or_else(|| anyhow!("the stack is not in image mode"))?;
+        let deployment = super::deploy::Deployment::read(&self.config.state_dir)?
+            .ok_or_else(|| anyhow!("the run has no deployment record"))?;
+        let _lock = self.files.lock()?;
+        let snapshot = self.running_state()?;
+        for name in mode.task_names() {
+            if let Some(record) = snapshot.services.get(&name) {
+                self.runtime.stop(&record.process, super::STOP_GRACE)?;
+            }
+        }
+        let state = Arc::new(Mutex::new(snapshot));
+        let rendered = self.deployed_task(&state, &deployment).await?;
+        let started = mode
+            .task_names()
+            .into_iter()
+            .map(|name| {
+                let (state, rendered, mode) = (&state, &rendered, &mode);
+                async move { self.start_task(state, &name, rendered, mode).await }
+            })
+            .collect::<Vec<_>>();
+        let ready = futures::future::try_join_all(started).await?;
+        self.write_pool_routes(&state, &mode)?;
+        Ok(ready)
+    }
+
+    /// Runs `command` in task `index` (1-based), as `docker exec` / ECS Exec would.
+    pub fn exec_in_task(&self, index: usize, command: Vec<String>) -> Result<CompletedRun> {
+        let state = self.running_state()?;
+        let name = task_service(index);
+        let task = state
+            .services
+            .get(&name)
+            .and_then(|r| r.process.container.clone())
+            .ok_or_else(|| anyhow!("{name} is not running"))?;
+        self.docker()?.exec_in(&task.id, command, TENANTMGR_TIMEOUT)
     }
 
     /// Runs the image's tenant manager (`tenantmgr` + `args`) in the first task, as `docker exec`
@@ -555,6 +633,28 @@ async fn target_health(
         let answered = good + bad > 0;
         tokio::time::sleep(if answered { interval } else { START_POLL }).await;
     }
+}
+
+/// `--workers N` against what the image says one task can run (its [`taskdef::MAX_WORKERS_LABEL`]):
+/// one line naming both and the fix.
+fn check_workers(workers: usize, image: &str, max: Option<&String>) -> Result<()> {
+    if workers == 0 {
+        bail!("--workers 0: a task runs at least one worker; use --workers 1 or more");
+    }
+    let Some(max) = max else { return Ok(()) };
+    let max: usize = max.trim().parse().map_err(|_| {
+        anyhow!(
+            "{image} has an unreadable {} label {max:?}",
+            taskdef::MAX_WORKERS_LABEL
+        )
+    })?;
+    if workers > max {
+        bail!(
+            "--workers {workers}: {image} runs at most {max} workers per task ({} label); use --workers {max} or fewer, or more tasks (--tasks)",
+            taskdef::MAX_WORKERS_LABEL
+        );
+    }
+    Ok(())
 }
 
 /// `uid[:gid]` of an image's numeric `USER` (`None` for root, names, or nothing).
