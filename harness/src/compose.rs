@@ -218,6 +218,9 @@ pub fn multi_tenant_env(config: &Config) -> BTreeMap<String, String> {
             config.aws.tenant_bucket.clone(),
         ),
         ("LANGFLOW_RATE_LIMIT_TRUST_PROXY", "true".to_string()),
+        // One worker per tenant on a laptop unless asked for more (the Fargate template runs 2).
+        ("LANGFLOW_WORKERS", var_or("LANGFLOW_WORKERS", "1")),
+        ("LANGFLOW_EVENT_DELIVERY", "direct".to_string()),
         (
             "LANGFLOW_RATE_LIMIT_PER_MINUTE",
             var_or(

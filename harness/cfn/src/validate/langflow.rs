@@ -23,6 +23,7 @@ const WORKERS: &str = "LANGFLOW_WORKERS";
 const JOB_QUEUE_TYPE: &str = "LANGFLOW_JOB_QUEUE_TYPE";
 const CACHE_TYPE: &str = "LANGFLOW_CACHE_TYPE";
 const EVENT_DELIVERY: &str = "LANGFLOW_EVENT_DELIVERY";
+const STORAGE_TYPE: &str = "LANGFLOW_STORAGE_TYPE";
 const ALLOW_MULTI_WORKER: &str = "LANGFLOW_DANGEROUSLY_ALLOW_MULTI_WORKER_WITHOUT_SHARED_QUEUE";
 const DATABASE_URL: &str = "LANGFLOW_DATABASE_URL";
 const SUPERUSER_PASSWORD: &str = "LANGFLOW_SUPERUSER_PASSWORD";
@@ -480,7 +481,31 @@ fn task_rules(
             }
         }
     }
-    // 4. The health check path.
+    // 4. Several tasks keep uploaded files on their own disks.
+    if task_count > 1 {
+        // The first stage (defaults first) that keeps them locally.
+        let local = scenarios.iter().find_map(|scenario| {
+            let storage = match lf.environment.get(STORAGE_TYPE) {
+                Some(value) => scenario.eval(template, value)?,
+                None => "local".to_string(),
+            };
+            (!storage.eq_ignore_ascii_case("s3")).then(|| (storage, scenario.label()))
+        });
+        if let Some((storage, stage)) = local {
+            let (t, label) = tasks.clone().unwrap_or((task_count, String::new()));
+            let storage = format!("{storage} ({stage})");
+            out.push(lf.finding(
+                "langflow-files-on-task-disk",
+                Severity::Error,
+                "Properties.ContainerDefinitions",
+                format!(
+                    "up to {t} tasks ({label}) with {STORAGE_TYPE}={storage}: a file uploaded through one task is stored on that task's disk (the config dir), so the others answer 404 for it and it is gone when the task is replaced (langflow-ai/langflow#5737)"
+                ),
+                "set LANGFLOW_STORAGE_TYPE=s3 with LANGFLOW_OBJECT_STORAGE_BUCKET_NAME (a bucket of the stack; the task role may read and write it)",
+            ));
+        }
+    }
+    // 5. The health check path.
     for (tg_id, tg) in &target_groups {
         let path_value = &tg["Properties"]["HealthCheckPath"];
         let mut reported = BTreeSet::new();
