@@ -155,7 +155,9 @@ def run_forked(schema, env):
             print(f"lfmt: worker {schema}: the fork server did not answer; starting as its own process", flush=True)
             return False
         time.sleep(0.5)
-    reply = fork_call(f"fork {schema}", {
+    # One name per worker: the fork server replaces a live worker of the same name, and a
+    # tenant has LANGFLOW_WORKERS of them (one per port).
+    reply = fork_call(f"fork {schema}:{env['LANGFLOW_PORT']}", {
         "env": env,
         "cwd": env["HOME"],
         "log": None,
