@@ -17,8 +17,8 @@ pub enum Auth<'a> {
     ApiKey(&'a str),
     /// `Cookie: <name=value>` (a session cookie as a browser sends it back).
     Cookie(&'a str),
-    /// A bearer token and, when there is one, a cookie (a load balancer's stickiness cookie).
-    BearerAndCookie(&'a str, Option<&'a str>),
+    /// An API key and, when there is one, a cookie (a load balancer's stickiness cookie).
+    ApiKeyAndCookie(&'a str, Option<&'a str>),
 }
 
 /// An HTTP answer: status, body and `Set-Cookie` headers.
@@ -101,9 +101,9 @@ impl TenantClient {
             Auth::Bearer(token) => request.bearer_auth(token),
             Auth::ApiKey(key) => request.header("x-api-key", *key),
             Auth::Cookie(cookie) => request.header(reqwest::header::COOKIE, *cookie),
-            Auth::BearerAndCookie(token, None) => request.bearer_auth(token),
-            Auth::BearerAndCookie(token, Some(cookie)) => request
-                .bearer_auth(token)
+            Auth::ApiKeyAndCookie(key, None) => request.header("x-api-key", *key),
+            Auth::ApiKeyAndCookie(key, Some(cookie)) => request
+                .header("x-api-key", *key)
                 .header(reqwest::header::COOKIE, *cookie),
         };
         let response = request.send().await?;
@@ -234,13 +234,9 @@ impl TenantClient {
     }
 
     /// Creates a flow with `data` (`{"nodes": [...], "edges": [...]}`) and returns its id.
-    pub async fn create_flow_with(&self, token: &str, name: &str, data: &Value) -> Result<String> {
+    pub async fn create_flow_with(&self, auth: &Auth<'_>, name: &str, data: &Value) -> Result<String> {
         let answer = self
-            .post_json(
-                "api/v1/flows/",
-                &json!({"name": name, "data": data}),
-                &Auth::Bearer(token),
-            )
+            .post_json("api/v1/flows/", &json!({"name": name, "data": data}), auth)
             .await?;
         id_of(&answer, "flow creation")
     }
@@ -300,6 +296,19 @@ impl TenantClient {
         content: &[u8],
         mime: &str,
     ) -> Result<Value> {
+        self.upload_file_with(&Auth::Bearer(token), name, content, mime)
+            .await
+    }
+
+    /// Uploads a file of media type `mime` (`api/v2/files/`) with `auth`; returns the answer's
+    /// JSON.
+    pub async fn upload_file_with(
+        &self,
+        auth: &Auth<'_>,
+        name: &str,
+        content: &[u8],
+        mime: &str,
+    ) -> Result<Value> {
         let part = reqwest::multipart::Part::bytes(content.to_vec())
             .file_name(name.to_string())
             .mime_str(mime)?;
@@ -308,7 +317,7 @@ impl TenantClient {
             .http
             .post(format!("{}api/v2/files/", self.base))
             .multipart(form);
-        let answer = self.send(request, &Auth::Bearer(token)).await?;
+        let answer = self.send(request, auth).await?;
         let value = answer.json();
         if value["id"].is_string() {
             Ok(value)

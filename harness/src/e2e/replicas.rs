@@ -88,6 +88,12 @@ struct Replicas<'a> {
     app: App,
     /// How the cold start went, for its check's evidence.
     cold_start: String,
+    /// The login through task 1 the checks share (Langflow limits logins per client and minute).
+    session: tokio::sync::OnceCell<(String, Option<String>)>,
+    /// An API key made through task 1: Langflow looks it up in the database, so it works on
+    /// every task whatever their signing keys (the checks other than `token` use it, so a key
+    /// mismatch shows once, in `replicas/token`).
+    api_key: tokio::sync::OnceCell<String>,
 }
 
 /// Brings up the deployed service as an isolated stack, runs the replicas suite on it and tears
@@ -278,6 +284,8 @@ impl<'a> Replicas<'a> {
             sticky: mode.sticky,
             app,
             cold_start,
+            session: tokio::sync::OnceCell::new(),
+            api_key: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -308,24 +316,53 @@ impl<'a> Replicas<'a> {
         results
     }
 
-    /// Logs in through task 1.
+    /// The suite's login through task 1 (made once): its token and session cookie.
     async fn login(&self) -> std::result::Result<(String, Option<String>), String> {
+        self.session
+            .get_or_try_init(|| async {
+                let (token, answer) = self.login_on(&self.tasks[0], "task 1").await?;
+                Ok((token, session_cookie(&answer)))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The suite's API key (made once, through task 1).
+    async fn api_key(&self) -> std::result::Result<String, String> {
+        self.api_key
+            .get_or_try_init(|| async {
+                let (token, _) = self.login().await?;
+                self.client(&self.tasks[0])
+                    .create_api_key(&token, &format!("replicas-{}", crate::secret::hex(4)))
+                    .await
+                    .map_err(|e| format!("control: cannot make an API key through task 1: {e:#}"))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Logs in through `base` (named `what` in errors): the token and the login's answer.
+    async fn login_on(
+        &self,
+        base: &str,
+        what: &str,
+    ) -> std::result::Result<(String, Answer), String> {
         let answer = self
-            .client(&self.tasks[0])
+            .client(base)
             .login(&self.app.username, &self.app.password)
             .await
-            .map_err(|e| format!("control: cannot log in through task 1: {e:#}"))?;
+            .map_err(|e| format!("control: cannot log in through {what}: {e:#}"))?;
         let token = answer.json()["access_token"]
             .as_str()
             .map(String::from)
             .ok_or_else(|| {
                 format!(
-                    "control: {} cannot log in through task 1: {}",
+                    "control: {} cannot log in through {what}: {}",
                     self.app.username,
                     answer.evidence()
                 )
             })?;
-        Ok((token, session_cookie(&answer)))
+        Ok((token, answer))
     }
 
     async fn cold_start_check(&self) -> Shown {
@@ -516,12 +553,12 @@ impl<'a> Replicas<'a> {
     }
 
     async fn files_check(&self) -> Shown {
-        let (token, _) = self.login().await?;
+        let key = self.api_key().await?;
         let content = format!("replicas file {}", crate::secret::hex(8));
         let name = format!("replicas-{}.txt", crate::secret::hex(4));
         let uploaded = self
             .client(&self.tasks[0])
-            .upload_file(&token, &name, content.as_bytes())
+            .upload_file_with(&Auth::ApiKey(&key), &name, content.as_bytes(), "text/plain")
             .await
             .map_err(|e| format!("control: cannot upload through task 1: {e:#}"))?;
         let id = uploaded["id"].as_str().unwrap_or_default().to_string();
@@ -533,7 +570,7 @@ impl<'a> Replicas<'a> {
             for _ in 0..tries {
                 let answer = self
                     .client(url)
-                    .get(&format!("api/v2/files/{id}"), &Auth::Bearer(&token))
+                    .get(&format!("api/v2/files/{id}"), &Auth::ApiKey(&key))
                     .await
                     .map_err(err)?;
                 if answer.status == 200 && answer.body == content {
@@ -570,10 +607,10 @@ impl<'a> Replicas<'a> {
     }
 
     async fn build_check(&self) -> Shown {
-        let (token, _) = self.login().await?;
+        let key = self.api_key().await?;
         let config = self
             .client(&self.gateway)
-            .get("api/v1/config", &Auth::Bearer(&token))
+            .get("api/v1/config", &Auth::ApiKey(&key))
             .await
             .map_err(err)?;
         let delivery = config.json()["event_delivery"]
@@ -582,7 +619,7 @@ impl<'a> Replicas<'a> {
             .to_string();
         let marker = format!("replicas-build-{}", crate::secret::hex(6));
         let flow = self
-            .text_flow(&token, &marker)
+            .text_flow(&key, &marker)
             .await
             .map_err(|e| format!("control: cannot create a flow: {e:#}"))?;
         // As the UI builds: through the load balancer, with the deployment's event delivery;
@@ -595,7 +632,7 @@ impl<'a> Replicas<'a> {
                 .post_json_within(
                     &format!("api/v1/build/{flow}/flow?event_delivery={delivery}"),
                     &json!({}),
-                    &Auth::Bearer(&token),
+                    &Auth::ApiKey(&key),
                     BUILD_TIMEOUT,
                 )
                 .await
@@ -617,7 +654,7 @@ impl<'a> Replicas<'a> {
                     .client(&self.gateway)
                     .get_within(
                         &format!("api/v1/build/{job}/events?event_delivery={delivery}"),
-                        &Auth::BearerAndCookie(&token, sticky.as_deref()),
+                        &Auth::ApiKeyAndCookie(&key, sticky.as_deref()),
                         BUILD_TIMEOUT,
                     )
                     .await
@@ -714,28 +751,19 @@ impl<'a> Replicas<'a> {
 
     /// Asks every task (fresh connections) whether it can decrypt Credential variable `name`:
     /// Langflow answers a Credential's value as null but its `has_value` only when the stored
-    /// ciphertext decrypts with the task's key to something non-blank.
+    /// ciphertext decrypts with the task's key to something non-blank. Each task is asked with
+    /// a login of its own, so a token another task refuses (`replicas/token`) does not hide
+    /// what this one can decrypt.
     async fn decrypted_everywhere(&self, name: &str, when: &str) -> Shown {
         let tasks = self.tasks_now().map_err(err)?;
-        let answer = self
-            .client(&tasks[0])
-            .login(&self.app.username, &self.app.password)
-            .await
-            .map_err(|e| format!("control: cannot log in through task 1{when}: {e:#}"))?;
-        let token = answer.json()["access_token"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| {
-                format!(
-                    "control: cannot log in through task 1{when}: {}",
-                    answer.evidence()
-                )
-            })?;
         let tries = self.tries();
         let mut seen = Vec::new();
         let mut wrong = Vec::new();
         for (i, url) in tasks.iter().enumerate() {
-            let mut read = 0;
+            let (token, _) = self
+                .login_on(url, &format!("task {}{when}", i + 1))
+                .await?;
+            let (mut read, mut refused) = (0, 0);
             for _ in 0..tries {
                 let answer = self
                     .client(url)
@@ -746,29 +774,26 @@ impl<'a> Replicas<'a> {
                     .json()
                     .as_array()
                     .and_then(|items| items.iter().find(|v| v["name"] == name).cloned());
-                match listed {
-                    Some(v) if v["has_value"] == true => read += 1,
-                    Some(v) => {
-                        if wrong.len() < 2 {
-                            wrong.push(format!(
-                                "task {}: has_value {} ({} {})",
-                                i + 1,
-                                v["has_value"],
-                                v["type"],
-                                v["validation_error"]
-                            ));
-                        }
+                let problem = match listed {
+                    Some(v) if v["has_value"] == true => {
+                        read += 1;
+                        None
                     }
-                    None if answer.status != 200 => {
-                        if wrong.len() < 2 {
-                            wrong.push(format!("task {}: {}", i + 1, answer.evidence()));
-                        }
+                    Some(v) => Some(format!(
+                        "task {}: has_value {} for {} {name} (its ciphertext does not decrypt with this task's LANGFLOW_SECRET_KEY)",
+                        i + 1,
+                        v["has_value"],
+                        v["type"].as_str().unwrap_or("?"),
+                    )),
+                    None if answer.status == 401 || answer.status == 403 => {
+                        refused += 1;
+                        None
                     }
-                    None => {
-                        if wrong.len() < 2 {
-                            wrong.push(format!("task {}: {name} is not listed", i + 1));
-                        }
-                    }
+                    None if answer.status != 200 => Some(format!("task {}: {}", i + 1, answer.evidence())),
+                    None => Some(format!("task {}: {name} is not listed", i + 1)),
+                };
+                if let Some(problem) = problem.filter(|_| wrong.len() < 2) {
+                    wrong.push(problem);
                 }
             }
             if i == 0 && read == 0 && when.is_empty() {
@@ -777,7 +802,21 @@ impl<'a> Replicas<'a> {
                     wrong.join("; ")
                 ));
             }
-            seen.push(format!("task {}: {read}/{tries}", i + 1));
+            if read == 0 && refused == tries {
+                wrong.push(format!(
+                    "task {}: its own login's token was refused on every connection",
+                    i + 1
+                ));
+            }
+            seen.push(format!(
+                "task {}: {read}/{tries}{}",
+                i + 1,
+                if refused > 0 {
+                    format!(" ({refused} token refused by another worker)")
+                } else {
+                    String::new()
+                }
+            ));
         }
         let seen = seen.join(", ");
         if wrong.is_empty() {
@@ -791,9 +830,9 @@ impl<'a> Replicas<'a> {
     }
 
     /// A one-component offline flow: a Text Input whose text is `text` (its output).
-    async fn text_flow(&self, token: &str, text: &str) -> Result<String> {
+    async fn text_flow(&self, key: &str, text: &str) -> Result<String> {
         let client = self.client(&self.gateway);
-        let all = client.get("api/v1/all", &Auth::Bearer(token)).await?;
+        let all = client.get("api/v1/all", &Auth::ApiKey(key)).await?;
         let component = all
             .json()
             .as_object()
@@ -820,7 +859,11 @@ impl<'a> Replicas<'a> {
             "edges": [],
         });
         client
-            .create_flow_with(token, &format!("replicas-{}", crate::secret::hex(4)), &data)
+            .create_flow_with(
+                &Auth::ApiKey(key),
+                &format!("replicas-{}", crate::secret::hex(4)),
+                &data,
+            )
             .await
     }
 

@@ -414,7 +414,7 @@ async fn route(
 ) -> Response<GatewayBody> {
     let path = request.uri().path();
     if !routes.pool.is_empty() {
-        return route_to_pool(request, client, routes, tenant, scheme, upstreams).await;
+        return route_to_pool(request, client, routes, scheme, upstreams).await;
     }
     // With host routing a tenant's own `/health` is its instance's; the gateway's is on any
     // other host (127.0.0.1), as the ALB's rules leave the default action.
@@ -467,24 +467,16 @@ pub const STICKY_COOKIE: &str = "AWSALB";
 /// Next task of the round-robin.
 static NEXT_TASK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Image mode: the ALB's listener rules (`/tenant/*` and `/health` → the target group), round-robin
-/// over the tasks, sticky by cookie when the target group is.
+/// Image mode: the listener's forward action — every request to the target group (a stock
+/// Langflow serves at `/`, a multi-tenant image at `/tenant/<prefix>/` and answers the rest
+/// itself), round-robin over the tasks, sticky by cookie when the target group is.
 async fn route_to_pool(
     request: Request<Incoming>,
     client: SocketAddr,
     routes: &Routes,
-    tenant: Option<&str>,
     scheme: &'static str,
     upstreams: &Upstreams,
 ) -> Response<GatewayBody> {
-    let path = request.uri().path();
-    let matched = path == "/health" || path == "/health_check" || tenant.is_some();
-    if !matched {
-        return text_response(
-            StatusCode::NOT_FOUND,
-            "not found; tenants are served under /tenant/<prefix>/\n",
-        );
-    }
     let pinned = routes
         .sticky
         .then(|| sticky_task(&request))
