@@ -601,13 +601,14 @@ async fn langflow_rules_fire_on_their_positives_and_stay_quiet_on_the_fixed_serv
         "Error langflow-superuser-password-is-db-password Service",
         "Warning langflow-empty-database-default DbHost",
         "Error bucket-cors-any-origin-writes Files",
+        "Error langflow-files-on-task-disk Service",
     ] {
         assert!(
             broken.iter().any(|f| f == expected),
             "{expected} missing: {broken:#?}"
         );
     }
-    assert_eq!(broken.len(), 9, "{broken:#?}");
+    assert_eq!(broken.len(), 10, "{broken:#?}");
     let fixed = langflow_findings("fixtures/cfn-langflow/fixed").await;
     assert!(fixed.is_empty(), "{fixed:#?}");
     let ours = langflow_findings("aws").await;
@@ -621,6 +622,34 @@ async fn langflow_rules_fire_on_their_positives_and_stay_quiet_on_the_fixed_serv
     assert!(
         own.contains(&"Warning langflow-health-path-not-readiness Pool".to_string()),
         "{own:#?}"
+    );
+    // Static and live agree: what the replicas suite shows failing on its fault fixtures
+    // (tests/images/replicas.rs) is found here without running anything.
+    let stock = langflow_findings("fixtures/cfn-replicas/stock-no-key").await;
+    assert!(
+        stock.contains(&"Error langflow-shared-signing-key App".to_string()),
+        "{stock:#?}"
+    );
+    assert!(
+        !stock
+            .iter()
+            .any(|f| f.contains("shared-queue") || f.contains("not-sticky")),
+        "direct event delivery needs no shared job queue: {stock:#?}"
+    );
+    let faults = langflow_findings("fixtures/cfn-replicas/reference-faults").await;
+    for expected in [
+        "Error langflow-files-on-task-disk Web",
+        "Warning langflow-health-path-not-readiness Pool",
+        "Error langflow-several-tasks-not-sticky Web",
+    ] {
+        assert!(
+            faults.iter().any(|f| f == expected),
+            "{expected} missing: {faults:#?}"
+        );
+    }
+    assert!(
+        !faults.iter().any(|f| f.contains("signing-key")),
+        "the key seed derives one key per tenant for every task: {faults:#?}"
     );
 }
 

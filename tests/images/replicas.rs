@@ -1,9 +1,10 @@
 //! `e2e --suite replicas` for real (needs the images: `cargo xtask images build`): the project's
-//! `aws/` with the reference image at 2 tasks × 2 workers passes every check; three fault
-//! fixtures written here (fixtures/cfn-replicas, names unlike aws/'s) fail exactly their checks,
-//! with evidence: a stock Langflow with no shared key (`replicas/token`, `replicas/variables`), the
-//! reference image behind a target group checking `/health` (`replicas/health`), and the
-//! reference image keeping files on each task's disk (`replicas/files`). One suite at a time:
+//! `aws/` with the reference image at 2 tasks × 2 workers passes every check; fault fixtures
+//! written here (fixtures/cfn-replicas, names unlike aws/'s) fail exactly their checks, with
+//! evidence: a stock Langflow with no shared key (`replicas/token`, `replicas/variables`), and
+//! the reference image behind a target group checking `/health` (`replicas/health`), keeping
+//! files on each task's disk (`replicas/files`), or streaming a build's events from the process
+//! that holds its job behind a round-robin target group (`replicas/build`). One suite at a time:
 //! each runs four Langflow processes per tenant.
 
 #[path = "../common/mod.rs"]
@@ -159,4 +160,25 @@ async fn files_on_each_tasks_disk_fail_exactly_the_files_check() {
     );
     let files = evidence(&results, "replicas/files");
     assert!(files.contains("storage local"), "{files}");
+    assert!(files.contains("HTTP 404"), "{files}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streamed_build_events_behind_round_robin_fail_exactly_the_build_check() {
+    let results = suite(options(
+        "fixtures/cfn-replicas/reference-faults",
+        "events",
+        &[],
+        REFERENCE_IMAGE,
+    ))
+    .await;
+    assert_eq!(
+        named(&results, Outcome::Fail),
+        ["replicas/build"],
+        "{results:#?}"
+    );
+    let build = evidence(&results, "replicas/build");
+    assert!(build.contains("Job not found"), "{build}");
+    // The control: the job is there, in the process that started it.
+    assert!(build.contains("asked directly"), "{build}");
 }

@@ -234,7 +234,12 @@ impl TenantClient {
     }
 
     /// Creates a flow with `data` (`{"nodes": [...], "edges": [...]}`) and returns its id.
-    pub async fn create_flow_with(&self, auth: &Auth<'_>, name: &str, data: &Value) -> Result<String> {
+    pub async fn create_flow_with(
+        &self,
+        auth: &Auth<'_>,
+        name: &str,
+        data: &Value,
+    ) -> Result<String> {
         let answer = self
             .post_json("api/v1/flows/", &json!({"name": name, "data": data}), auth)
             .await?;

@@ -626,6 +626,7 @@ impl<'a> Replicas<'a> {
         // each build from a fresh connection (a new client), its stickiness cookie kept.
         let builds = self.tries() * self.tasks.len();
         let (mut followed, mut lost, mut controls) = (0, Vec::new(), 0);
+        let mut unfollowed: Option<String> = None;
         for _ in 0..builds {
             let gateway = self.client(&self.gateway);
             let started = gateway
@@ -663,6 +664,7 @@ impl<'a> Replicas<'a> {
                     if lost.len() < 2 {
                         lost.push(format!("job {job}: {}", answer.evidence()));
                     }
+                    unfollowed.get_or_insert(job);
                     continue;
                 }
                 Events::parse(&answer.body)
@@ -702,12 +704,49 @@ impl<'a> Replicas<'a> {
                 lost.join("; ")
             ))
         } else {
+            // Control: a job the gateway could not follow is there, in one process: asked of
+            // every task directly (fresh connections, so each worker), one of them serves it.
+            let owner = match &unfollowed {
+                Some(job) => self.job_owner(&key, job, &delivery).await,
+                None => None,
+            };
+            let Some(owner) = owner.filter(|_| unfollowed.is_some()) else {
+                return Err(format!(
+                    "control: {} of {builds} builds could not be followed, and no task serves the job's events directly ({how}): {}",
+                    builds - followed,
+                    lost.join("; ")
+                ));
+            };
             Err(format!(
-                "{} of {builds} builds through the gateway could not be followed to their end ({how}: the job lives in the process that started it): {}",
+                "{} of {builds} builds through the gateway could not be followed to their end ({how}: the job lives in the process that started it; {owner}): {}",
                 builds - followed,
                 lost.join("; ")
             ))
         }
+    }
+
+    /// Which task serves `job`'s events when asked directly: `job … served by task N`.
+    async fn job_owner(&self, key: &str, job: &str, delivery: &str) -> Option<String> {
+        for (i, url) in self.tasks.iter().enumerate() {
+            for _ in 0..self.tries() {
+                let answer = self
+                    .client(url)
+                    .get_within(
+                        &format!("api/v1/build/{job}/events?event_delivery={delivery}"),
+                        &Auth::ApiKey(key),
+                        BUILD_TIMEOUT,
+                    )
+                    .await
+                    .ok()?;
+                if answer.status == 200 && Events::parse(&answer.body).ended() {
+                    return Some(format!(
+                        "job {job}'s events are served by task {} asked directly",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        None
     }
 
     async fn variables_check(&self) -> Shown {
@@ -760,9 +799,7 @@ impl<'a> Replicas<'a> {
         let mut seen = Vec::new();
         let mut wrong = Vec::new();
         for (i, url) in tasks.iter().enumerate() {
-            let (token, _) = self
-                .login_on(url, &format!("task {}{when}", i + 1))
-                .await?;
+            let (token, _) = self.login_on(url, &format!("task {}{when}", i + 1)).await?;
             let (mut read, mut refused) = (0, 0);
             for _ in 0..tries {
                 let answer = self

@@ -370,7 +370,13 @@ fn task_rules(
     let redis_queue = text(JOB_QUEUE_TYPE).is_some_and(|v| v.eq_ignore_ascii_case("redis"));
     // Direct event delivery: a build's events come back in its own response, so no request has
     // to reach the process that holds the job (`e2e --suite replicas` shows both cases).
-    let direct_events = text(EVENT_DELIVERY).is_some_and(|v| v.eq_ignore_ascii_case("direct"));
+    // (in every stage: one stage streaming from the job's process is enough to break)
+    let direct_events = lf.environment.get(EVENT_DELIVERY).is_some_and(|value| {
+        scenarios.iter().all(|s| {
+            s.eval(template, value)
+                .is_some_and(|v| v.eq_ignore_ascii_case("direct"))
+        })
+    });
     let shared_jobs = redis_queue || direct_events;
 
     // 1. Several processes sign tokens: one shared key.

@@ -761,3 +761,54 @@ pub(super) async fn read_secret(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_beyond_the_images_label_are_refused_in_one_line() {
+        let max = Some("8".to_string());
+        assert!(check_workers(8, "img", max.as_ref()).is_ok());
+        let error = check_workers(9, "img", max.as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--workers 9: img runs at most 8 workers per task"),
+            "{error}"
+        );
+        assert!(error.contains("use --workers 8 or fewer"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert!(check_workers(0, "img", None).is_err());
+        assert!(check_workers(64, "img", None).is_ok(), "no label, no bound");
+        let unreadable = Some("eight".to_string());
+        assert!(check_workers(2, "img", unreadable.as_ref()).is_err());
+    }
+
+    #[test]
+    fn workers_come_from_the_override_then_the_task_definition() {
+        let mode = ImageMode {
+            image: "img".into(),
+            user: String::new(),
+            tasks: 2,
+            template: PathBuf::from("s/Service"),
+            tenantmgr: Vec::new(),
+            health_path: "/health_check".into(),
+            sticky: false,
+            fault_env: BTreeMap::new(),
+            health: None,
+            deployed: true,
+            workers: None,
+            multi_tenant: true,
+            warnings: Vec::new(),
+        };
+        let env = BTreeMap::from([("LANGFLOW_WORKERS".to_string(), "3".to_string())]);
+        assert_eq!(mode.workers_in(&env), 3);
+        assert_eq!(mode.workers_in(&BTreeMap::new()), 1);
+        let given = ImageMode {
+            workers: Some(2),
+            ..mode
+        };
+        assert_eq!(given.workers_in(&env), 2);
+    }
+}
