@@ -100,7 +100,7 @@ async fn the_reference_image_and_aws_pass_at_two_tasks_by_two_workers() {
         evidence(&results, "replicas/token")
     );
     assert!(evidence(&results, "replicas/build").contains("event delivery direct"));
-    assert!(evidence(&results, "replicas/variables").contains("after every task was replaced"));
+    assert!(evidence(&results, "replicas/variables").contains("every task replaced"));
     assert!(evidence(&results, "replicas/health").contains("task 2 unhealthy"));
 }
 

@@ -126,13 +126,23 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
             let run = harness::e2e::local::run(&stack.config().root, &gateway_command()?, &options)
                 .await?;
             if let (Some(dir), Some(creds)) = (&run.kept_state_dir, &run.kept_credentials) {
+                // The isolation suite's file lists its two tenants (`--target` takes it); the
+                // replicas suite's names its one app and user.
+                let usable = if suite == harness::e2e::Suite::Replicas {
+                    String::new()
+                } else {
+                    format!(
+                        " (usable with --target {} --credentials {})",
+                        run.report.target,
+                        creds.display()
+                    )
+                };
                 eprintln!(
                     "kept the e2e stack: LANGFLOW_INFRA_STATE_DIR={dir} cargo xtask status (or logs, tenant ...); \
-                     credentials in {creds} (usable with --target {url} --credentials {creds}); \
+                     credentials in {creds}{usable}; \
                      stop it with LANGFLOW_INFRA_STATE_DIR={dir} cargo xtask down --volumes",
                     dir = dir.display(),
                     creds = creds.display(),
-                    url = run.report.target,
                 );
             }
             run.report
