@@ -374,21 +374,41 @@ pub async fn run(
             down_secs: 0.0,
             emulator: capabilities,
         };
-        Ok::<_, anyhow::Error>((report, input.tenants))
+        Ok::<_, anyhow::Error>((report, serde_json::json!({ "tenants": input.tenants })))
     }
     .await;
+    finish(&stack, dir, options.keep, outcome)
+}
+
+/// Ends a local run: a failed one is taken down (kept with `--keep`, its state dir printed) and
+/// its error returned; a finished one is taken down, or with `--keep` left running with its
+/// `credentials` in a 0600 file beside the state dir.
+pub(super) fn finish(
+    stack: &Stack,
+    dir: tempfile::TempDir,
+    keep: bool,
+    outcome: Result<(E2eReport, serde_json::Value)>,
+) -> Result<LocalRun> {
     let down_started = Instant::now();
     let (mut report, credentials) = match outcome {
         Ok(done) => done,
         Err(e) => {
-            stack.down(true)?;
+            if keep {
+                let kept = dir.keep();
+                eprintln!(
+                    "kept the failed e2e stack: LANGFLOW_INFRA_STATE_DIR={} cargo xtask logs",
+                    kept.join("state").display()
+                );
+            } else {
+                stack.down(true)?;
+            }
             return Err(e);
         }
     };
-    let (kept_state_dir, kept_credentials) = if options.keep {
+    let (kept_state_dir, kept_credentials) = if keep {
         let kept = dir.keep();
         let file = kept.join("e2e-credentials.json");
-        crate::state::write_json_0600(&file, &serde_json::json!({ "tenants": credentials }))?;
+        crate::state::write_json_0600(&file, &credentials)?;
         (Some(kept.join("state")), Some(file))
     } else {
         stack.down(true)?;

@@ -25,7 +25,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::client::{Answer, Auth, TenantClient};
-use super::local::{image_schema_add, open_stack, printed, run_tenantmgr, LocalOptions, LocalRun};
+use super::local::{
+    finish, image_schema_add, open_stack, printed, run_tenantmgr, LocalOptions, LocalRun,
+};
 use super::{CheckResult, E2eReport, Outcome};
 use crate::services::postgres::PgTarget;
 use crate::stack::deploy::{Deployment, HealthCheck};
@@ -134,37 +136,7 @@ pub async fn run(
         ))
     }
     .await;
-    let down_started = Instant::now();
-    let (mut report, credentials) = match outcome {
-        Ok(done) => done,
-        Err(e) => {
-            if options.keep {
-                let kept = dir.keep();
-                eprintln!(
-                    "kept the failed replicas stack: LANGFLOW_INFRA_STATE_DIR={} cargo xtask logs",
-                    kept.join("state").display()
-                );
-            } else {
-                stack.down(true)?;
-            }
-            return Err(e);
-        }
-    };
-    let (kept_state_dir, kept_credentials) = if options.keep {
-        let kept = dir.keep();
-        let file = kept.join("e2e-credentials.json");
-        crate::state::write_json_0600(&file, &credentials)?;
-        (Some(kept.join("state")), Some(file))
-    } else {
-        stack.down(true)?;
-        (None, None)
-    };
-    report.down_secs = down_started.elapsed().as_secs_f64();
-    Ok(LocalRun {
-        report,
-        kept_state_dir,
-        kept_credentials,
-    })
+    finish(&stack, dir, options.keep, outcome)
 }
 
 impl<'a> Replicas<'a> {

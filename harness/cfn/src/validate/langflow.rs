@@ -412,29 +412,34 @@ fn task_rules(
         None => !lf.given(KEY_SEED),
     };
     let allowed = text(ALLOW_MULTI_WORKER).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if worker_count > 1 && direct_events && !redis_queue && runs_langflow_run && !allowed {
+    if worker_count > 1 && !redis_queue {
         let (w, label) = workers.clone().unwrap_or((worker_count, String::new()));
-        out.push(lf.finding(
-            "langflow-workers-need-shared-queue",
-            Severity::Error,
-            "Properties.ContainerDefinitions",
-            format!(
-                "{WORKERS}={w} ({label}) with the in-process job queue: builds are safe ({EVENT_DELIVERY}=direct), but `langflow run` (the image's command) refuses to start several workers unless {JOB_QUEUE_TYPE}=redis or {ALLOW_MULTI_WORKER}=true (langflow/__main__.py ensure_multi_worker_safe)"
-            ),
-            "set LANGFLOW_DANGEROUSLY_ALLOW_MULTI_WORKER_WITHOUT_SHARED_QUEUE=true (safe with direct event delivery), or LANGFLOW_JOB_QUEUE_TYPE=redis with a shared Redis",
-        ));
-    }
-    if worker_count > 1 && !shared_jobs {
-        let (w, label) = workers.clone().unwrap_or((worker_count, String::new()));
-        out.push(lf.finding(
-            "langflow-workers-need-shared-queue",
-            Severity::Error,
-            "Properties.ContainerDefinitions",
-            format!(
-                "{WORKERS}={w} ({label}) with the in-process job queue: Langflow 1.13 refuses to start `langflow run` with several workers unless {JOB_QUEUE_TYPE}=redis (langflow/__main__.py ensure_multi_worker_safe: the build's GET /api/v1/build/<job_id>/events lands on another worker, 'Job queue not found for job_id', langflow-ai/langflow#7579)"
-            ),
-            "set LANGFLOW_EVENT_DELIVERY=direct (a build's events come in its own response), or LANGFLOW_JOB_QUEUE_TYPE=redis with LANGFLOW_REDIS_QUEUE_URL pointing at a shared Redis, or LANGFLOW_WORKERS=1 and scale with tasks",
-        ));
+        let problem = if !direct_events {
+            Some((
+                format!(
+                    "{WORKERS}={w} ({label}) with the in-process job queue: Langflow 1.13 refuses to start `langflow run` with several workers unless {JOB_QUEUE_TYPE}=redis (langflow/__main__.py ensure_multi_worker_safe: the build's GET /api/v1/build/<job_id>/events lands on another worker, 'Job queue not found for job_id', langflow-ai/langflow#7579)"
+                ),
+                "set LANGFLOW_EVENT_DELIVERY=direct (a build's events come in its own response), or LANGFLOW_JOB_QUEUE_TYPE=redis with LANGFLOW_REDIS_QUEUE_URL pointing at a shared Redis, or LANGFLOW_WORKERS=1 and scale with tasks",
+            ))
+        } else if runs_langflow_run && !allowed {
+            Some((
+                format!(
+                    "{WORKERS}={w} ({label}) with the in-process job queue: builds are safe ({EVENT_DELIVERY}=direct), but `langflow run` (the image's command) refuses to start several workers unless {JOB_QUEUE_TYPE}=redis or {ALLOW_MULTI_WORKER}=true (langflow/__main__.py ensure_multi_worker_safe)"
+                ),
+                "set LANGFLOW_DANGEROUSLY_ALLOW_MULTI_WORKER_WITHOUT_SHARED_QUEUE=true (safe with direct event delivery), or LANGFLOW_JOB_QUEUE_TYPE=redis with a shared Redis",
+            ))
+        } else {
+            None
+        };
+        if let Some((message, fix)) = problem {
+            out.push(lf.finding(
+                "langflow-workers-need-shared-queue",
+                Severity::Error,
+                "Properties.ContainerDefinitions",
+                message,
+                fix,
+            ));
+        }
     }
     if worker_count > 1 {
         let (w, _) = workers.clone().unwrap_or((worker_count, String::new()));
