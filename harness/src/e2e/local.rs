@@ -118,6 +118,56 @@ async fn image_tenant(stack: &Stack, prefix: &str) -> Result<(TenantCredentials,
     ))
 }
 
+/// Image mode: each task's own base URL (`http://127.0.0.1:<port>`), as the target group's
+/// targets (a replaced task listens on a new port: read again after a restart).
+pub(super) fn task_urls(stack: &Stack, mode: &ImageMode) -> Result<Vec<String>> {
+    let state = stack
+        .files()
+        .read_state()?
+        .context("the stack is not running")?;
+    mode.task_names()
+        .iter()
+        .map(|name| {
+            Ok(format!(
+                "http://127.0.0.1:{}",
+                Stack::service_port(&state, name)?
+            ))
+        })
+        .collect()
+}
+
+/// Waits until every task serves the app at `path` (its `health_check`): each task serves a new
+/// tenant on its own (the image polls its registry, then starts the tenant's workers). A task
+/// that does not is named with its last log lines.
+pub(super) async fn served_everywhere(stack: &Stack, tasks: &[String], path: &str) -> Result<()> {
+    for (i, url) in tasks.iter().enumerate() {
+        let target = format!("{url}{path}health_check");
+        let waited = crate::net::wait_until(
+            &format!("task {} serving {path}", i + 1),
+            TENANT_SERVED_TIMEOUT,
+            std::time::Duration::from_millis(250),
+            || true,
+            || {
+                let target = target.clone();
+                async move {
+                    Ok(reqwest::get(&target)
+                        .await
+                        .is_ok_and(|r| r.status().is_success()))
+                }
+            },
+        )
+        .await;
+        if let Err(e) = waited {
+            let name = crate::stack::image::task_service(i + 1);
+            let log = stack.log_text(&name).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!("{e:#}\n{name}'s last log lines:\n  {}", tail.join("\n  "));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the image's tenant manager with `args` in a task; its standard output, or an error with
 /// what it printed.
 pub(super) fn run_tenantmgr(stack: &Stack, args: Vec<String>) -> Result<String> {
@@ -244,13 +294,7 @@ pub async fn run(
         let mut secret_keys = BTreeMap::new();
         let mut task_urls = Vec::new();
         if let Some(mode) = ImageMode::read(&stack.config().state_dir)? {
-            let state = stack.files().read_state()?.context("no state after up")?;
-            for name in mode.task_names() {
-                task_urls.push(format!(
-                    "http://127.0.0.1:{}",
-                    Stack::service_port(&state, &name)?
-                ));
-            }
+            task_urls = self::task_urls(&stack, &mode)?;
             for prefix in TENANTS {
                 let (creds, schema) = image_tenant(&stack, prefix).await?;
                 tenants.push(creds);
@@ -258,25 +302,8 @@ pub async fn run(
             }
             // Every task serves a new tenant on its own (the image polls its registry, then
             // starts the tenant's worker): wait until each task answers for each tenant.
-            for url in &task_urls {
-                for prefix in TENANTS {
-                    let health = format!("{url}/tenant/{prefix}/health_check");
-                    crate::net::wait_until(
-                        &format!("tenant {prefix} on {url}"),
-                        TENANT_SERVED_TIMEOUT,
-                        std::time::Duration::from_millis(500),
-                        || true,
-                        || {
-                            let health = health.clone();
-                            async move {
-                                Ok(reqwest::get(&health)
-                                    .await
-                                    .is_ok_and(|r| r.status().is_success()))
-                            }
-                        },
-                    )
-                    .await?;
-                }
+            for prefix in TENANTS {
+                served_everywhere(&stack, &task_urls, &format!("/tenant/{prefix}/")).await?;
             }
         }
         for endpoint in &up.tenants {

@@ -26,9 +26,10 @@ use serde_json::{json, Value};
 
 use super::client::{Answer, Auth, TenantClient};
 use super::local::{
-    finish, image_schema_add, open_stack, printed, run_tenantmgr, LocalOptions, LocalRun,
+    finish, image_schema_add, open_stack, printed, run_tenantmgr, served_everywhere, task_urls,
+    LocalOptions, LocalRun,
 };
-use super::{CheckResult, E2eReport, Outcome};
+use super::{err, CheckResult, E2eReport, Outcome};
 use crate::services::postgres::PgTarget;
 use crate::stack::deploy::{Deployment, HealthCheck};
 use crate::stack::image::ImageMode;
@@ -39,8 +40,6 @@ use crate::tenancy::Tenancy;
 pub const TENANT: &str = "replicas";
 /// The user the suite adds to that tenant.
 const USERNAME: &str = "replicas@example.com";
-/// How long every task may take to serve a tenant just added (or a replaced task its tenants).
-const SERVED_TIMEOUT: Duration = Duration::from_secs(180);
 /// An ALB's health check timeout for HTTP targets (`HealthCheckTimeoutSeconds` default).
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one build may take (an offline one-component flow builds in well under a second).
@@ -85,8 +84,8 @@ struct Replicas<'a> {
     gateway: String,
     /// Workers per task.
     workers: usize,
-    /// Whether the gateway is sticky (the target group is).
-    sticky: bool,
+    /// What runs (tasks, stickiness).
+    mode: ImageMode,
     app: App,
     /// How the cold start went, for its check's evidence.
     cold_start: String,
@@ -150,17 +149,7 @@ impl<'a> Replicas<'a> {
         let state_dir = &stack.config().state_dir;
         let mode = ImageMode::read(state_dir)?.context("the stack is not in image mode")?;
         let deployment = Deployment::read(state_dir)?.context("the run has no deployment")?;
-        let state = stack.files().read_state()?.context("no state after up")?;
-        let tasks = mode
-            .task_names()
-            .iter()
-            .map(|name| {
-                Ok(format!(
-                    "http://127.0.0.1:{}",
-                    Stack::service_port(&state, name)?
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let tasks = task_urls(stack, &mode)?;
         let gateway_port = up
             .status
             .service(GATEWAY_SERVICE)
@@ -253,7 +242,7 @@ impl<'a> Replicas<'a> {
             tasks,
             gateway: format!("http://127.0.0.1:{gateway_port}"),
             workers,
-            sticky: mode.sticky,
+            mode,
             app,
             cold_start,
             session: tokio::sync::OnceCell::new(),
@@ -618,11 +607,7 @@ impl<'a> Replicas<'a> {
                     continue;
                 };
                 controls += 1;
-                let sticky = started.set_cookies.iter().find_map(|c| {
-                    let pair = c.split(';').next()?.trim();
-                    pair.starts_with(crate::gateway::STICKY_COOKIE)
-                        .then(|| pair.to_string())
-                });
+                let sticky = cookie(&started, crate::gateway::STICKY_COOKIE);
                 let answer = self
                     .client(&self.gateway)
                     .get_within(
@@ -653,7 +638,11 @@ impl<'a> Replicas<'a> {
         }
         let how = format!(
             "event delivery {delivery}, gateway {}",
-            if self.sticky { "sticky" } else { "round-robin" }
+            if self.mode.sticky {
+                "sticky"
+            } else {
+                "round-robin"
+            }
         );
         if delivery != "direct" && controls == 0 {
             return Err(format!(
@@ -748,16 +737,7 @@ impl<'a> Replicas<'a> {
 
     /// The current tasks' base URLs (a replaced task listens on a new port).
     fn tasks_now(&self) -> Result<Vec<String>> {
-        let state = self.stack.running_state()?;
-        (1..=self.tasks.len())
-            .map(|i| {
-                let name = crate::stack::image::task_service(i);
-                Ok(format!(
-                    "http://127.0.0.1:{}",
-                    Stack::service_port(&state, &name)?
-                ))
-            })
-            .collect()
+        task_urls(self.stack, &self.mode)
     }
 
     /// Asks every task (fresh connections) whether it can decrypt Credential variable `name`:
@@ -961,16 +941,17 @@ async fn check(
     });
 }
 
-fn err(e: anyhow::Error) -> String {
-    format!("{e:#}")
-}
-
 /// The login's session cookie (`access_token_lf…=<token>`) as a browser sends it back.
 fn session_cookie(login: &Answer) -> Option<String> {
-    login.set_cookies.iter().find_map(|c| {
+    cookie(login, "access_token_lf")
+}
+
+/// The first cookie `answer` sets whose name starts with `prefix`, as `name=value` (what a
+/// browser sends back).
+fn cookie(answer: &Answer, prefix: &str) -> Option<String> {
+    answer.set_cookies.iter().find_map(|c| {
         let pair = c.split(';').next()?.trim();
-        pair.starts_with("access_token_lf")
-            .then(|| pair.to_string())
+        pair.starts_with(prefix).then(|| pair.to_string())
     })
 }
 
@@ -986,37 +967,6 @@ async fn duplicates(
         .iter()
         .map(|r| format!("{} ×{}", r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect())
-}
-
-/// Waits until every task serves the app at `path` (its `health_check`); a task that does not
-/// is named with its last log lines.
-async fn served_everywhere(stack: &Stack, tasks: &[String], path: &str) -> Result<()> {
-    for (i, url) in tasks.iter().enumerate() {
-        let target = format!("{url}{path}health_check");
-        let waited = crate::net::wait_until(
-            &format!("task {} serving {path}", i + 1),
-            SERVED_TIMEOUT,
-            Duration::from_millis(250),
-            || true,
-            || {
-                let target = target.clone();
-                async move {
-                    Ok(reqwest::get(&target)
-                        .await
-                        .is_ok_and(|r| r.status().is_success()))
-                }
-            },
-        )
-        .await;
-        if let Err(e) = waited {
-            let name = crate::stack::image::task_service(i + 1);
-            let log = stack.log_text(&name).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(12).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{e:#}\n{name}'s last log lines:\n  {}", tail.join("\n  "));
-        }
-    }
-    Ok(())
 }
 
 /// The database holding `schema` (a tenant's), as the superuser.
