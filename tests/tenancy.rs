@@ -103,6 +103,7 @@ async fn two_tenants_up_login_reset_add_remove_and_down() {
             "gateway",
             "langflow-acme",
             "langflow-widgetco",
+            "dashboard",
             "supervisor"
         ]
     );

@@ -10,7 +10,7 @@
 
 pub use harness_cfn::{deploy, taskdef, validate};
 pub use harness_core::{assets, config, net, process, progress, routing, secret, sql, state};
-pub use harness_core::{tables, venv};
+pub use harness_core::{run_reports, tables, venv};
 pub use harness_runtime::{docker, runtime};
 pub use harness_stack::{credentials, gateway, gateway_tls, rehearse, services, stack, tenancy};
 
@@ -19,6 +19,7 @@ pub mod browser;
 pub mod bundle;
 pub mod chaos;
 pub mod compose;
+pub mod dashboard;
 pub mod devenv;
 pub mod e2e;
 pub mod gateway_bench;

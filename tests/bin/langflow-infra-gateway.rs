@@ -1,6 +1,7 @@
 //! The harness's server processes without the CLI: the gateway
 //! (`langflow-infra-gateway --port P --routes FILE`) and the identity server
-//! (`langflow-infra-gateway identity --port P --dir D --aws-port A --region R`).
+//! (`langflow-infra-gateway identity --port P --dir D --aws-port A --region R`), the supervisor
+//! (`… supervise --input FILE`) and the dashboard (`… dashboard --input FILE`).
 //! `cargo xtask` runs the same servers through its hidden `gateway-serve` / `identity-serve`
 //! commands; this binary lets the harness's own tests start a stack without the CLI.
 
@@ -19,6 +20,17 @@ fn main() -> ExitCode {
             }
             _ => {
                 eprintln!("usage: langflow-infra-gateway supervise --input FILE");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if args.first().map(String::as_str) == Some("dashboard") {
+        return match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--input"), Some(input)) if args.len() == 3 => {
+                run_server(harness::dashboard::serve(std::path::Path::new(input)))
+            }
+            _ => {
+                eprintln!("usage: langflow-infra-gateway dashboard --input FILE");
                 ExitCode::from(2)
             }
         };

@@ -69,6 +69,12 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
             root: root.clone(),
         };
         let report = harness::gateway_bench::run(&servers, &options).await?;
+        harness::run_reports::record_or_warn(
+            &stack.config().state_dir,
+            "bench-gateway",
+            report.pass(),
+            &report,
+        );
         if json {
             print_json(&report)?;
         } else {
@@ -84,6 +90,12 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
             .collect::<Result<Vec<_>>>()?;
         let (report, figures) =
             harness::bench::starts(root, &servers, &counts, runs, &modes).await?;
+        harness::run_reports::record_or_warn(
+            &stack.config().state_dir,
+            "bench-starts",
+            report.pass(),
+            &serde_json::json!({"measurements": report.measurements, "figures": figures}),
+        );
         if json {
             print_json(
                 &serde_json::json!({"measurements": report.measurements, "figures": figures}),
@@ -98,6 +110,12 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
     } else {
         harness::bench::tenancy(root, &servers, runs).await?
     };
+    harness::run_reports::record_or_warn(
+        &stack.config().state_dir,
+        "bench",
+        report.pass(),
+        &report,
+    );
     if json {
         print_json(&report)?;
     } else {

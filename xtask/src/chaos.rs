@@ -58,6 +58,12 @@ pub async fn run(stack: &Stack, args: ChaosArgs, runtime: Option<String>) -> Res
     );
     let report = harness::chaos::run(&stack.config().root, &options).await?;
     println!("{}", report::chaos_table(&report));
+    harness::run_reports::record_or_warn(
+        &stack.config().state_dir,
+        "chaos",
+        report.failures() == 0,
+        &report,
+    );
     if let Some(path) = args.junit {
         crate::e2e::write_report(&path, &harness::chaos::junit(&report))?;
     }

@@ -166,6 +166,12 @@ pub async fn run(stack: &Stack, args: E2eArgs, runtime: Option<String>) -> Resul
             );
         }
     }
+    harness::run_reports::record_or_warn(
+        &stack.config().state_dir,
+        &format!("e2e-{}", suite.as_str()),
+        report.failures() == 0,
+        &report,
+    );
     if let Some(path) = junit {
         write_report(&path, &harness::e2e::junit::render(&report))?;
     }

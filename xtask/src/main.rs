@@ -121,6 +121,10 @@ enum Command {
     #[command(hide = true)]
     Supervise(serve::SuperviseArgs),
     #[cfg(feature = "full")]
+    /// Serve the run's dashboard (started by `up`; not for direct use).
+    #[command(hide = true)]
+    DashboardServe(serve::SuperviseArgs),
+    #[cfg(feature = "full")]
     /// Resolve the default credential chain from the environment and print JSON (used by
     /// `creds check`; not for direct use).
     #[command(hide = true)]
@@ -180,6 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::GatewayServe(args) => return serve::gateway(args).await,
         Command::IdentityServe(args) => return serve::identity(args).await,
         Command::Supervise(args) => return serve::supervise(args).await,
+        Command::DashboardServe(args) => return serve::dashboard(args).await,
         Command::Images { command } => {
             let config = Config::load(&find_root(&workspace_root()))?;
             return images::run(&config, command).await;
@@ -212,6 +217,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::GatewayServe(_)
         | Command::IdentityServe(_)
         | Command::Supervise(_)
+        | Command::DashboardServe(_)
         | Command::CredsProbe
         | Command::Images { .. }
         | Command::Compose { .. } => unreachable!("handled above"),

@@ -1,4 +1,5 @@
-//! The hidden server commands `up` starts: `gateway-serve`, `identity-serve`, `supervise`.
+//! The hidden server commands `up` starts: `gateway-serve`, `identity-serve`, `supervise`,
+//! `dashboard-serve`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -43,10 +44,10 @@ pub struct IdentityArgs {
     also_bind: Option<IpAddr>,
 }
 
-/// Arguments of `supervise`.
+/// Arguments of `supervise` and `dashboard-serve`.
 #[derive(clap::Args)]
 pub struct SuperviseArgs {
-    /// The supervisor's input file (written by `up`).
+    /// The server's input file (written by `up`).
     #[arg(long)]
     input: PathBuf,
 }
@@ -82,5 +83,11 @@ pub async fn identity(args: IdentityArgs) -> Result<ExitCode> {
 /// `supervise`: restarts what stops in a run, until the run ends.
 pub async fn supervise(args: SuperviseArgs) -> Result<ExitCode> {
     harness::stack::supervisor::run(&args.input).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dashboard-serve`: serves the run's dashboard until the run ends.
+pub async fn dashboard(args: SuperviseArgs) -> Result<ExitCode> {
+    harness::dashboard::serve(&args.input).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -176,6 +176,9 @@ pub async fn up(mut stack: Stack, args: UpArgs) -> Result<ExitCode> {
             "Postgres superuser and tenant role passwords: {}",
             stack.files().secrets_path().display()
         );
+        if let Some(url) = &report.dashboard {
+            println!("dashboard: {url}");
+        }
     }
     if foreground {
         eprintln!("running in the foreground; Ctrl-C (or SIGTERM) stops everything");
@@ -203,6 +206,11 @@ pub async fn status(stack: &Stack, args: StatusArgs) -> Result<ExitCode> {
                 print_json(&status)?;
             } else {
                 println!("{}", report::status_table(&status));
+                if let Some(url) = stack.running_state().ok().and_then(|state| {
+                    harness::stack::dashboard::dashboard_url(&stack.config().state_dir, &state)
+                }) {
+                    println!("dashboard: {url}");
+                }
             }
             Ok(exit_code(status.healthy()))
         }

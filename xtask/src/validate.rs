@@ -100,6 +100,12 @@ pub async fn run(config: &Config, args: ValidateArgs) -> Result<ExitCode> {
     };
     let report = harness_cfn::validate::run(config, &options).await?;
     let rehearsal_ok = rehearse_if_asked(config, plan.as_ref()).await?;
+    harness_core::run_reports::record_or_warn(
+        &config.state_dir,
+        "validate",
+        report.errors() == 0 && rehearsal_ok,
+        &report,
+    );
     match format {
         ValidateFormat::Human => println!(
             "{}",

@@ -112,6 +112,8 @@ pub struct Ports {
     pub identity: u16,
     /// Plain-HTTP port that redirects to the gateway's HTTPS port (`gateway.tls` only).
     pub gateway_redirect: u16,
+    /// The dashboard's port (the harness's own server, 127.0.0.1 only).
+    pub dashboard: u16,
 }
 
 /// Postgres settings.
@@ -492,6 +494,7 @@ impl Config {
                 "LANGFLOW_INFRA_PORT_GATEWAY_REDIRECT",
                 &mut self.ports.gateway_redirect,
             ),
+            ("LANGFLOW_INFRA_PORT_DASHBOARD", &mut self.ports.dashboard),
         ] {
             if let Some(v) = var(name) {
                 *slot = match v.parse() {

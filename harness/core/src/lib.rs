@@ -11,6 +11,7 @@ pub mod net;
 pub mod process;
 pub mod progress;
 pub mod routing;
+pub mod run_reports;
 pub mod secret;
 pub mod sql;
 pub mod state;

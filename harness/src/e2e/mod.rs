@@ -175,6 +175,18 @@ pub enum Suite {
     Replicas,
 }
 
+impl Suite {
+    /// The suite's name as `--suite` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suite::All => "all",
+            Suite::Isolation => "isolation",
+            Suite::Browser => "browser",
+            Suite::Replicas => "replicas",
+        }
+    }
+}
+
 impl std::str::FromStr for Suite {
     type Err = anyhow::Error;
 
@@ -255,13 +267,21 @@ async fn timed<F: Future<Output = Verdict>>(
             Outcome::Skip => "skip",
         }
     ));
-    results.push(CheckResult {
+    let result = CheckResult {
         check: check.into(),
         pair: pair.into(),
         outcome,
         ms: started.elapsed().as_secs_f64() * 1000.0,
         evidence,
-    });
+    };
+    let _ = CHECK_PROGRESS.try_with(|progress| progress.send(result.clone()));
+    results.push(result);
+}
+
+tokio::task_local! {
+    /// Where a caller running the suite in-process (the dashboard's e2e action) receives each
+    /// check's result as soon as it is judged; unset for the CLI.
+    pub static CHECK_PROGRESS: tokio::sync::mpsc::UnboundedSender<CheckResult>;
 }
 
 fn refused(answer: &Answer) -> bool {

@@ -7,6 +7,7 @@
 //! - state whose processes are gone (stale) is detected, what is left of it stopped, and replaced;
 //! - a failed or interrupted `up` leaves nothing running and no state file behind.
 
+pub mod dashboard;
 pub mod deploy;
 mod forking;
 mod identity;
@@ -144,6 +145,9 @@ pub struct UpReport {
     pub provisioned: Provisioned,
     /// Where each tenant is reached.
     pub tenants: Vec<TenantEndpoint>,
+    /// The dashboard's URL with the run's token (opens it; see `dashboard::dashboard_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
 }
 
 /// Result of `down`.
@@ -368,6 +372,7 @@ impl Stack {
                     status,
                     provisioned: Provisioned::default(),
                     tenants: self.tenant_endpoints().await?,
+                    dashboard: dashboard::dashboard_url(&self.config.state_dir, &previous),
                 });
             }
             let crashed: Vec<String> = status
@@ -392,6 +397,7 @@ impl Stack {
                     status: self.status_of(&state).await,
                     provisioned: Provisioned::default(),
                     tenants: self.tenant_endpoints().await?,
+                    dashboard: dashboard::dashboard_url(&self.config.state_dir, &state),
                 });
             }
             // Recorded by another runtime: start afresh.
@@ -432,6 +438,7 @@ impl Stack {
                     status,
                     provisioned,
                     tenants: self.tenant_endpoints().await?,
+                    dashboard: dashboard::dashboard_url(&self.config.state_dir, &state),
                 })
             }
             Err(error) => {
@@ -463,6 +470,7 @@ impl Stack {
         if let Some(request) = &self.image {
             ready.extend(self.start_image_tasks(state, request).await?);
             ready.push(self.start_supervisor(state).await?);
+            ready.push(self.start_dashboard(state, None).await?);
             return Ok((ready, Provisioned::default()));
         }
         image::ImageMode::remove(&self.config.state_dir)?;
@@ -471,6 +479,7 @@ impl Stack {
         ready.extend(self.start_tenant_tiers(state).await?);
         provisioned.credentials = self.provision_users(state).await?;
         ready.push(self.start_supervisor(state).await?);
+        ready.push(self.start_dashboard(state, None).await?);
         Ok((ready, provisioned))
     }
 
@@ -806,6 +815,7 @@ impl Stack {
             self.config.state_dir.join("aws"),
             self.config.state_dir.join("gateway"),
             self.config.state_dir.join("tasks"),
+            dashboard::dashboard_dir(&self.config.state_dir),
         ] {
             remove_dir_if_exists(&temp)?;
         }

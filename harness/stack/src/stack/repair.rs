@@ -63,6 +63,9 @@ impl Stack {
                 }
                 super::GATEWAY_SERVICE => self.start_gateway(&state, record.port).await,
                 super::supervisor::SUPERVISOR_SERVICE => self.start_supervisor(&state).await,
+                super::dashboard::DASHBOARD_SERVICE => {
+                    self.start_dashboard(&state, Some(record.port)).await
+                }
                 crate::services::forkserver::SERVICE => {
                     let launcher =
                         langflow::Launcher::prepare(&self.config, self.runtime.placement()).await?;
@@ -84,6 +87,28 @@ impl Stack {
             }
         }
         Ok(ready)
+    }
+
+    /// Restarts service `name` of the running stack now, as a person asks for it (the
+    /// dashboard's restart action): under the state lock, it is stopped and started again on its
+    /// port like a repair (counted as a restart, the stop reason recorded). The supervisor and
+    /// the dashboard are refused (the one would race the restart, the other is the caller).
+    /// Returns the seconds until it was ready again.
+    pub async fn restart_service(&self, name: &str) -> Result<f64> {
+        if name == super::supervisor::SUPERVISOR_SERVICE
+            || name == super::dashboard::DASHBOARD_SERVICE
+        {
+            anyhow::bail!(
+                "{name} cannot be restarted from the dashboard; `cargo xtask down` and `up` restart it"
+            );
+        }
+        let _lock = self.files.lock()?;
+        let state = self.running_state()?;
+        crate::services::check_service_name(name, state.services.keys().map(String::as_str))?;
+        let record = state.services[name].clone();
+        self.runtime.stop(&record.process, STOP_GRACE)?;
+        let ready = self.repair(state, &[name.to_string()]).await?;
+        Ok(ready.iter().map(|(_, secs)| secs).sum())
     }
 
     /// Starts the instance `name` (`langflow-<prefix>`) of a tenant again on `port`.

@@ -36,8 +36,8 @@ const GATEWAY_READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const INSTANCE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to start the harness's own server processes: one program, with leading arguments for the
-/// gateway (then `--port P --routes FILE`) and for the identity server (then `--port P --dir D
-/// --aws-port A --region R`).
+/// gateway (then `--port P --routes FILE`), for the identity server (then `--port P --dir D
+/// --aws-port A --region R`), the supervisor and the dashboard (then `--input FILE`).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GatewayCommand {
     /// Executable.
@@ -48,6 +48,9 @@ pub struct GatewayCommand {
     pub identity_args: Vec<String>,
     /// Supervisor: arguments before `--input FILE`.
     pub supervisor_args: Vec<String>,
+    /// Dashboard: arguments before `--input FILE`.
+    #[serde(default)]
+    pub dashboard_args: Vec<String>,
 }
 
 impl GatewayCommand {
@@ -58,6 +61,7 @@ impl GatewayCommand {
             args: Vec::new(),
             identity_args: vec!["identity".into()],
             supervisor_args: vec!["supervise".into()],
+            dashboard_args: vec!["dashboard".into()],
         }
     }
 
@@ -69,6 +73,7 @@ impl GatewayCommand {
             args: vec!["gateway-serve".into()],
             identity_args: vec!["identity-serve".into()],
             supervisor_args: vec!["supervise".into()],
+            dashboard_args: vec!["dashboard-serve".into()],
         }
     }
 }

@@ -1,0 +1,209 @@
+//! The dashboard's actions: restart a service, reset a tenant user's password, export a tenant
+//! bundle, run the e2e isolation suite on the running stack (its rows live). Each is the same
+//! harness call the CLI makes; inputs are checked by the same rules before anything happens.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::collect::now_ms;
+use super::Hub;
+use crate::stack::image::ImageMode;
+use crate::tenancy::{naming, Tenancy, OPERATOR_USERNAME};
+
+/// `restart` input.
+#[derive(Deserialize)]
+pub struct RestartInput {
+    /// Service name as `status` lists it.
+    pub service: String,
+}
+
+/// `reset-password` input.
+#[derive(Deserialize)]
+pub struct ResetInput {
+    /// Tenant schema id.
+    pub schema: String,
+    /// Login name.
+    pub username: String,
+}
+
+/// `export` input.
+#[derive(Deserialize)]
+pub struct ExportInput {
+    /// Tenant schema id.
+    pub schema: String,
+}
+
+/// Restarts a service; how long until it was ready.
+pub async fn restart(hub: &Hub, input: RestartInput) -> Result<Value> {
+    let secs = hub.stack.restart_service(&input.service).await?;
+    Ok(json!({"service": input.service, "ready_secs": secs}))
+}
+
+/// Resets a user's password to a generated one, returned once (never logged or kept).
+pub async fn reset_password(hub: &Hub, input: ResetInput) -> Result<Value> {
+    let ResetInput { schema, username } = input;
+    naming::check_user_input(&schema, &username, None)?;
+    let config = hub.stack.config();
+    if ImageMode::read(&config.state_dir)?.is_some() {
+        let run = hub.stack.tenantmgr(&[
+            "user-reset".into(),
+            "--schema".into(),
+            schema.clone(),
+            "--username".into(),
+            username.clone(),
+            "--json".into(),
+        ])?;
+        if !run.success {
+            bail!(
+                "the image's tenantmgr refused: {}",
+                run.stderr.lines().last().unwrap_or("no output")
+            );
+        }
+        let issued: Value = serde_json::from_str(run.stdout.trim())
+            .map_err(|e| anyhow!("the image's tenantmgr printed no JSON: {e}"))?;
+        return Ok(json!({
+            "schema": schema,
+            "username": username,
+            "password": issued.get("password").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    let issued = Tenancy::for_running_stack(config, hub.stack.files())?
+        .user_reset(&schema, &username, None)
+        .await?;
+    Ok(json!({
+        "schema": issued.schema,
+        "username": issued.username,
+        "password": issued.password,
+    }))
+}
+
+/// Exports a tenant to `<state dir>/exports/<prefix>-<time>.tar.zst`.
+pub async fn export(hub: &Hub, input: ExportInput) -> Result<Value> {
+    let prefix = naming::parse_schema_id(&input.schema)?.to_string();
+    let dir = hub.stack.config().state_dir.join("exports");
+    crate::state::create_private_dir(&dir)?;
+    let out = dir.join(format!(
+        "{prefix}-{}.tar.zst",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    let report = crate::bundle::export(&hub.stack, &input.schema, &out, None).await?;
+    Ok(json!({
+        "bundle": out,
+        "bytes": std::fs::metadata(&out).map(|m| m.len()).ok(),
+        "report": report,
+    }))
+}
+
+/// Starts the e2e isolation suite against the running stack's gateway, logged in as each
+/// tenant's operator; its rows arrive as `job` events. One run at a time.
+pub fn start_e2e(hub: &Arc<Hub>) -> Result<Value> {
+    let config = hub.stack.config();
+    if ImageMode::read(&config.state_dir)?.is_some() {
+        bail!("the e2e action runs on per-tenant stacks; for the deployed image run `cargo xtask e2e --deploy`");
+    }
+    {
+        let mut job = hub.job.lock().expect("job");
+        if job
+            .as_ref()
+            .is_some_and(|j| j.get("finished").is_none_or(Value::is_null))
+        {
+            bail!("an e2e run is under way; wait for it to finish");
+        }
+        *job = Some(json!({
+            "kind": "e2e",
+            "started": now_ms(),
+            "rows": [],
+            "finished": null,
+        }));
+    }
+    let running = hub.clone();
+    tokio::spawn(async move {
+        let hub = running;
+        let outcome = run_e2e(&hub).await;
+        let mut job = hub.job.lock().expect("job");
+        if let Some(job) = job.as_mut() {
+            match outcome {
+                Ok(report) => {
+                    job["finished"] = json!(now_ms());
+                    job["passed"] = json!(report.failures() == 0);
+                    job["failures"] = json!(report.failed_checks());
+                }
+                Err(e) => {
+                    job["finished"] = json!(now_ms());
+                    job["passed"] = json!(false);
+                    job["error"] = json!(format!("{e:#}"));
+                }
+            }
+            hub.publish("job", job);
+        }
+    });
+    let job = hub.job.lock().expect("job").clone();
+    if let Some(job) = &job {
+        hub.publish("job", job);
+    }
+    Ok(job.unwrap_or(Value::Null))
+}
+
+/// The suite with each row published as it is judged; the report is kept for the Reports page.
+async fn run_e2e(hub: &Arc<Hub>) -> Result<crate::e2e::E2eReport> {
+    let config = hub.stack.config();
+    let state = hub.stack.running_state()?;
+    let gateway = state
+        .services
+        .get(crate::stack::GATEWAY_SERVICE)
+        .ok_or_else(|| anyhow!("the stack has no gateway"))?
+        .url
+        .clone();
+    let tenancy = Tenancy::for_running_stack(config, hub.stack.files())?;
+    let schemas = tenancy.schema_list().await?;
+    if schemas.len() < 2 {
+        bail!(
+            "the isolation suite needs two tenants; add one with `cargo xtask tenant schema-add --prefix NAME`"
+        );
+    }
+    let secrets = hub.stack.files().read_secrets()?;
+    let tenants: Vec<Value> = schemas
+        .iter()
+        .filter_map(|s| {
+            let password = &secrets.tenants.get(&s.schema)?.operator_password;
+            Some(json!({"prefix": s.prefix, "username": OPERATOR_USERNAME, "password": password}))
+        })
+        .collect();
+    let creds_path =
+        crate::stack::dashboard::dashboard_dir(&config.state_dir).join("e2e-credentials.json");
+    crate::state::write_json_0600(&creds_path, &json!({ "tenants": tenants }))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(row) = rx.recv().await {
+                let mut job = hub.job.lock().expect("job");
+                if let Some(job) = job.as_mut() {
+                    if let Some(rows) = job["rows"].as_array_mut() {
+                        rows.push(serde_json::to_value(&row).unwrap_or(Value::Null));
+                    }
+                    hub.publish("job", job);
+                }
+            }
+        })
+    };
+    let result = crate::e2e::CHECK_PROGRESS
+        .scope(
+            tx,
+            crate::e2e::run_against_target(&gateway, &creds_path, 50),
+        )
+        .await;
+    let _ = std::fs::remove_file(&creds_path);
+    let _ = forward.await;
+    let report = result?;
+    crate::run_reports::record_or_warn(
+        &config.state_dir,
+        "e2e-isolation",
+        report.failures() == 0,
+        &report,
+    );
+    Ok(report)
+}
