@@ -389,6 +389,61 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
         .unwrap();
     assert!(std::path::Path::new(bundle).is_file(), "{bundle} exists");
 
+    // The e2e suite on this stack: its rows appear while it runs, its result lands on Reports.
+    tab.click("#e2e-button").await.unwrap();
+    tab.wait_for(
+        "the e2e run's end",
+        "document.getElementById('e2e-status').dataset.finished === '1'",
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap();
+    let (status, rows): (String, usize) = tab
+        .eval("[document.getElementById('e2e-status').textContent, document.querySelectorAll('#e2e-table tbody tr').length]")
+        .await
+        .unwrap();
+    assert_eq!(
+        status, "passed",
+        "the isolation suite on the dashboard's stack"
+    );
+    assert!(rows >= 10, "the suite's rows are shown: {rows}");
+    tab.screenshot(&common::repo_root().join("target/dashboard/actions.png"))
+        .await
+        .unwrap();
+    tab.eval::<bool>("(location.hash = '#reports', true)")
+        .await
+        .unwrap();
+    tab.wait_for(
+        "the e2e result on Reports",
+        "document.querySelector('#reports-list [data-report=\"e2e-isolation\"]') !== null",
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
+    for page in ["tenants", "logs", "plots"] {
+        tab.eval::<bool>(&format!("(location.hash = '#{page}', true)"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tab.screenshot(&common::repo_root().join(format!("target/dashboard/{page}.png")))
+            .await
+            .unwrap();
+    }
+
+    // Tenants: both, with the Alembic revision and rows their schemas hold.
+    let tenants: Vec<(String, String, String)> = tab
+        .eval("Array.from(document.querySelectorAll('#tenants-table [data-tenant]')).map(r => [r.dataset.tenant, r.children[4].textContent, r.children[5].textContent])")
+        .await
+        .unwrap();
+    assert_eq!(tenants.len(), 2, "{tenants:?}");
+    for (prefix, revision, rows) in &tenants {
+        assert!(
+            revision.len() >= 12 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{prefix}: revision {revision:?}"
+        );
+        assert!(rows.parse::<u64>().unwrap() > 0, "{prefix}: rows {rows:?}");
+    }
+
     // A cross-site form POST (from evil.localhost): 403, and the gateway is not restarted.
     let before = gateway_identity(&stack);
     let restart_url = format!("http://127.0.0.1:{port}/api/actions/restart");

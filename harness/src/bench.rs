@@ -37,7 +37,8 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    fn new(metric: impl Into<String>, value: f64, unit: &str, target: Option<f64>) -> Self {
+    /// A measurement of `metric`; passes when there is no target or `value <= target`.
+    pub fn new(metric: impl Into<String>, value: f64, unit: &str, target: Option<f64>) -> Self {
         Self {
             metric: metric.into(),
             value,
@@ -70,7 +71,8 @@ pub const MAX_FORKED_TENANT_USS_MB: f64 = 200.0;
 /// supervisor).
 pub const MAX_REFORK_SECS: f64 = 5.0;
 
-fn tenants_yaml(prefixes: &[&str]) -> String {
+/// A tenants file with `prefixes`, one superuser each.
+pub(crate) fn tenants_yaml(prefixes: &[&str]) -> String {
     let mut yaml = String::from("tenants:\n");
     for prefix in prefixes {
         yaml.push_str(&format!(

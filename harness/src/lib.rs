@@ -20,6 +20,7 @@ pub mod bundle;
 pub mod chaos;
 pub mod compose;
 pub mod dashboard;
+pub mod dashboard_bench;
 pub mod devenv;
 pub mod e2e;
 pub mod gateway_bench;

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the tenancy targets, native vs docker with `--runtime docker`, spawn vs
-//! fork with `--starts`, or the gateway's added latency with `--gateway`.
+//! fork with `--starts`, the gateway's added latency with `--gateway`, or the dashboard's page
+//! load and effect on tenant latency with `--dashboard`.
 
 use std::process::ExitCode;
 
@@ -44,6 +45,13 @@ pub struct BenchArgs {
     /// through the gateway) on a one-tenant stack; 0 leaves it out.
     #[arg(long, default_value_t = 5, requires = "gateway")]
     ui_loads: usize,
+    /// The dashboard's targets on a stack of --tenants tenants: page load in headless Chromium
+    /// and a tenant's latency through the gateway with the dashboard open against closed.
+    #[arg(long, conflicts_with_all = ["gateway", "starts"])]
+    dashboard: bool,
+    /// With --dashboard: tenants of the measured stack.
+    #[arg(long, default_value_t = 8, requires = "dashboard")]
+    tenants: usize,
 }
 
 /// Runs the benchmark on isolated stacks (`stack` only supplies the configuration; `runtime` is
@@ -58,8 +66,25 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
         clients,
         requests,
         ui_loads,
+        dashboard,
+        tenants,
     } = args;
     let (root, servers) = (&stack.config().root, gateway_command()?);
+    if dashboard {
+        let report = harness::dashboard_bench::run(root, &servers, tenants).await?;
+        harness::run_reports::record_or_warn(
+            &stack.config().state_dir,
+            "bench-dashboard",
+            report.pass(),
+            &report,
+        );
+        if json {
+            print_json(&report)?;
+        } else {
+            println!("{}", report::bench_table(&report));
+        }
+        return Ok(exit_code(report.pass()));
+    }
     if gateway {
         let options = harness::gateway_bench::GatewayBenchOptions {
             clients,

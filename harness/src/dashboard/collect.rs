@@ -192,7 +192,22 @@ pub async fn services_loop(hub: std::sync::Arc<Hub>) {
     let mut since: HashMap<String, (String, u64)> = HashMap::new();
     loop {
         if let Ok(Some(status)) = hub.stack.status().await {
-            let rows = service_rows(&status, &mut since);
+            let forked: Vec<String> = hub
+                .stack
+                .files()
+                .read_state()
+                .ok()
+                .flatten()
+                .map(|state| {
+                    state
+                        .services
+                        .into_iter()
+                        .filter(|(_, r)| r.process.fork_server.is_some())
+                        .map(|(name, _)| name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let rows = service_rows(&status, &forked, &mut since);
             {
                 let mut history = hub.history.lock().expect("history");
                 let now = now_ms();
@@ -223,8 +238,13 @@ pub async fn services_loop(hub: std::sync::Arc<Hub>) {
     }
 }
 
-/// One row per service, with its uptime (since the harness first saw its current process).
-fn service_rows(status: &StackStatus, since: &mut HashMap<String, (String, u64)>) -> Vec<Value> {
+/// One row per service, with its uptime (since its process started, or since the dashboard first
+/// saw its container) and whether the fork server forked it.
+fn service_rows(
+    status: &StackStatus,
+    forked: &[String],
+    since: &mut HashMap<String, (String, u64)>,
+) -> Vec<Value> {
     let now = now_ms();
     status
         .services
@@ -248,7 +268,11 @@ fn service_rows(status: &StackStatus, since: &mut HashMap<String, (String, u64)>
                 "tenant": tenant_of_service(&s.name),
                 "state": s.state,
                 "detail": s.detail,
-                "runtime": s.runtime,
+                "runtime": if forked.contains(&s.name) {
+                    format!("{} (forked)", s.runtime)
+                } else {
+                    s.runtime.clone()
+                },
                 "pid": (s.pid > 0).then_some(s.pid),
                 "container": s.container.as_ref().map(|c| json!({
                     "id": crate::process::short_id(&c.id),
