@@ -98,7 +98,8 @@ pub async fn export(hub: &Hub, input: ExportInput) -> Result<Value> {
 }
 
 /// Starts the e2e isolation suite against the running stack's gateway, logged in as each
-/// tenant's operator; its rows arrive as `job` events. One run at a time.
+/// tenant's operator; its rows arrive as `job` events. One run at a time. (Per-tenant stacks:
+/// the image's tenants have no operator the harness knows.)
 pub fn start_e2e(hub: &Arc<Hub>) -> Result<Value> {
     let config = hub.stack.config();
     if ImageMode::read(&config.state_dir)?.is_some() {
@@ -147,8 +148,11 @@ pub fn start_e2e(hub: &Arc<Hub>) -> Result<Value> {
     Ok(job.unwrap_or(Value::Null))
 }
 
-/// The suite with each row published as it is judged; the report is kept for the Reports page.
+/// The suite with each row published as it is judged, with the database, key and emulator
+/// access a local run has (so forged-token and database are judged, not skipped); the report is
+/// kept for the Reports page.
 async fn run_e2e(hub: &Arc<Hub>) -> Result<crate::e2e::E2eReport> {
+    use crate::e2e::{LocalAccess, Suite, SuiteInput, TenantCredentials};
     let config = hub.stack.config();
     let state = hub.stack.running_state()?;
     let gateway = state
@@ -165,16 +169,48 @@ async fn run_e2e(hub: &Arc<Hub>) -> Result<crate::e2e::E2eReport> {
         );
     }
     let secrets = hub.stack.files().read_secrets()?;
-    let tenants: Vec<Value> = schemas
-        .iter()
-        .filter_map(|s| {
-            let password = &secrets.tenants.get(&s.schema)?.operator_password;
-            Some(json!({"prefix": s.prefix, "username": OPERATOR_USERNAME, "password": password}))
-        })
-        .collect();
-    let creds_path =
-        crate::stack::dashboard::dashboard_dir(&config.state_dir).join("e2e-credentials.json");
-    crate::state::write_json_0600(&creds_path, &json!({ "tenants": tenants }))?;
+    let mut tenants = Vec::new();
+    let mut schema_of = std::collections::BTreeMap::new();
+    let mut secret_keys = std::collections::BTreeMap::new();
+    for schema in &schemas {
+        let Some(own) = secrets.tenants.get(&schema.schema) else {
+            continue;
+        };
+        tenants.push(TenantCredentials {
+            prefix: schema.prefix.clone(),
+            username: OPERATOR_USERNAME.into(),
+            password: own.operator_password.clone(),
+            shared_username: None,
+            shared_password: None,
+        });
+        schema_of.insert(schema.prefix.clone(), schema.schema.clone());
+        // The key the instance really runs with, read from its process environment.
+        let instance = crate::services::langflow::service_name(&schema.prefix);
+        if let Some(key) = state.services.get(&instance).and_then(|r| {
+            hub.stack
+                .runtime()
+                .env_var(&r.process, "LANGFLOW_SECRET_KEY")
+        }) {
+            secret_keys.insert(schema.prefix.clone(), key);
+        }
+    }
+    let aws_port = crate::stack::Stack::service_port(&state, "aws")?;
+    let input = SuiteInput {
+        gateway,
+        tenants,
+        local: Some(LocalAccess {
+            tenancy,
+            schemas: schema_of,
+            secret_keys,
+            s3: crate::services::aws::s3_client(aws_port, &config.aws.region).await,
+            bucket: config.aws.tenant_bucket.clone(),
+            credentials: None,
+            task_urls: Vec::new(),
+        }),
+        concurrency: 50,
+        suite: Suite::Isolation,
+        browser: None,
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let forward = {
         let hub = hub.clone();
@@ -190,15 +226,19 @@ async fn run_e2e(hub: &Arc<Hub>) -> Result<crate::e2e::E2eReport> {
             }
         })
     };
-    let result = crate::e2e::CHECK_PROGRESS
-        .scope(
-            tx,
-            crate::e2e::run_against_target(&gateway, &creds_path, 50),
-        )
+    let (results, setup_secs, checks_secs) = crate::e2e::CHECK_PROGRESS
+        .scope(tx, crate::e2e::run_suite(&input))
         .await;
-    let _ = std::fs::remove_file(&creds_path);
     let _ = forward.await;
-    let report = result?;
+    let report = crate::e2e::E2eReport {
+        target: input.gateway.clone(),
+        results,
+        up_secs: 0.0,
+        setup_secs,
+        checks_secs,
+        down_secs: 0.0,
+        emulator: None,
+    };
     crate::run_reports::record_or_warn(
         &config.state_dir,
         "e2e-isolation",

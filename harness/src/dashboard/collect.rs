@@ -3,9 +3,9 @@
 //! revision, rows, S3 objects), every service's new log lines and the gateway's request log, and
 //! the series the plots draw (memory per service, latency and errors per tenant).
 //!
-//! Sampling is fast while a page watches (status every second, tenants every 5 s) and slow
-//! otherwise (status every 5 s for the memory plot, no tenant queries), so an unwatched dashboard
-//! costs the stack next to nothing.
+//! Services are probed every 5 s (a watched page also gets a crash and its recovery within a
+//! second, from the processes alone); tenants are queried every 5 s only while a page watches.
+//! Nothing is on the gateway's data path, so an open dashboard leaves tenant latency as it is.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -187,11 +187,28 @@ pub struct Tails {
     offsets: HashMap<String, (PathBuf, u64)>,
 }
 
-/// Samples the services' status forever: every second while a page watches, else every 5 s.
+/// Samples the services' status (`Stack::status`: liveness, memory and each service's probe)
+/// every 5 s. While a page watches, it also looks every second at the processes alone (no probe:
+/// nothing is sent to the services) and samples at once when one changed (killed, restarted), then
+/// every second until everything is healthy again — so a crash and its recovery show within a
+/// second while healthy tenants are probed no more often than by an unwatched dashboard.
 pub async fn services_loop(hub: std::sync::Arc<Hub>) {
     let mut since: HashMap<String, (String, u64)> = HashMap::new();
+    let mut last_sample: Option<std::time::Instant> = None;
+    let mut last_processes = Vec::new();
+    let mut all_healthy = false;
     loop {
+        let processes = processes(&hub);
+        let due = last_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            || (hub.watched() && (!all_healthy || processes != last_processes));
+        if !due {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        last_sample = Some(std::time::Instant::now());
+        last_processes = processes;
         if let Ok(Some(status)) = hub.stack.status().await {
+            all_healthy = status.healthy();
             let forked: Vec<String> = hub
                 .stack
                 .files()
@@ -233,9 +250,29 @@ pub async fn services_loop(hub: std::sync::Arc<Hub>) {
             let plots = hub.history.lock().expect("history").plots();
             hub.publish("plots", &plots);
         }
-        let pause = if hub.watched() { 1 } else { 5 };
-        tokio::time::sleep(Duration::from_secs(pause)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Each recorded service's process (pid or container) and whether it runs: what a kill or a
+/// restart changes, read without asking the services anything.
+fn processes(hub: &Hub) -> Vec<(String, String, bool)> {
+    let Ok(Some(state)) = hub.stack.files().read_state() else {
+        return Vec::new();
+    };
+    state
+        .services
+        .iter()
+        .map(|(name, record)| {
+            let id = match &record.process.container {
+                Some(c) => c.id.clone(),
+                None => format!("{}/{}", record.process.pid, record.process.start_ticks),
+            };
+            let running =
+                hub.stack.runtime().liveness(&record.process) == crate::runtime::Liveness::Running;
+            (name.clone(), id, running)
+        })
+        .collect()
 }
 
 /// One row per service, with its uptime (since its process started, or since the dashboard first
@@ -335,12 +372,14 @@ pub async fn tenants_loop(hub: std::sync::Arc<Hub>) {
 /// The run's tenants, each with its counts.
 async fn tenants(hub: &Hub) -> anyhow::Result<Vec<Value>> {
     let config = hub.stack.config();
-    if ImageMode::read(&config.state_dir)?.is_some() {
-        anyhow::bail!(
-            "the stack runs the deployed image: its tenants are the image's own (`cargo xtask tenant schema-list`)"
-        );
-    }
     let state = hub.stack.running_state()?;
+    let gateway = state
+        .services
+        .get(crate::stack::GATEWAY_SERVICE)
+        .map(|g| g.url.clone());
+    if ImageMode::read(&config.state_dir)?.is_some() {
+        return image_tenants(hub, gateway.as_deref());
+    }
     let tenancy = crate::tenancy::Tenancy::for_running_stack(config, hub.stack.files())?;
     let schemas = tenancy.schema_list().await?;
     let password = hub
@@ -364,10 +403,6 @@ async fn tenants(hub: &Hub) -> anyhow::Result<Vec<Value>> {
         }
         Err(_) => None,
     };
-    let gateway = state
-        .services
-        .get(crate::stack::GATEWAY_SERVICE)
-        .map(|g| g.url.clone());
     let mut out = Vec::new();
     for schema in &schemas {
         let (count, bytes) = match &objects {
@@ -402,6 +437,41 @@ async fn tenants(hub: &Hub) -> anyhow::Result<Vec<Value>> {
         }));
     }
     Ok(out)
+}
+
+/// Image mode: the tenants as the image's own tenant manager lists them (`schema-list --json`);
+/// rows and objects are the image's business (its database and storage prefix are its own).
+fn image_tenants(hub: &Hub, gateway: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    let run = hub
+        .stack
+        .tenantmgr(&["schema-list".to_string(), "--json".to_string()])?;
+    if !run.success {
+        anyhow::bail!(
+            "the image's tenant manager failed: {}",
+            run.stderr.lines().last().unwrap_or("no output")
+        );
+    }
+    let listed: Vec<Value> = serde_json::from_str(run.stdout.trim()).map_err(|e| {
+        anyhow::anyhow!("the image's `tenantmgr schema-list --json` printed no JSON list: {e}")
+    })?;
+    let routing = hub.stack.config().gateway.routing;
+    Ok(listed
+        .into_iter()
+        .map(|t| {
+            let prefix = t["prefix"].as_str().unwrap_or_default().to_string();
+            json!({
+                "prefix": prefix,
+                "schema": t["schema"],
+                "url": gateway.map(|g| routing.tenant_url(g, &prefix)),
+                "users": t["users"],
+                "revision": t["revision"],
+                "rows": null,
+                "objects": null,
+                "object_bytes": null,
+                "instance": "every task",
+            })
+        })
+        .collect())
 }
 
 /// Rows in every table of each schema, in one round trip.

@@ -34,6 +34,8 @@ use auth::{Guard, Refusal};
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+/// Log lines a snapshot carries (what the page shows at most).
+const SNAPSHOT_LOG_LINES: usize = 800;
 /// Largest request body an action accepts.
 const MAX_BODY: usize = 16 * 1024;
 
@@ -84,7 +86,7 @@ impl Hub {
             "routing": self.stack.config().gateway.routing,
             "services": *self.services.read().expect("services"),
             "tenants": *self.tenants.read().expect("tenants"),
-            "logs": history.logs,
+            "logs": history.logs.iter().skip(history.logs.len().saturating_sub(SNAPSHOT_LOG_LINES)).collect::<Vec<_>>(),
             "requests": history.requests,
             "plots": history.plots(),
             "reports": reports,
