@@ -110,7 +110,7 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
     assert_eq!(
         url,
         format!(
-            "http://127.0.0.1:{port}/?token={}",
+            "http://127.0.0.1:{port}/#token={}",
             harness::stack::dashboard::read_token(&stack.config().state_dir)
                 .unwrap()
                 .unwrap()
@@ -155,27 +155,33 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    // Without the session: 401 for pages and reads.
+    let token = url.rsplit("#token=").next().unwrap().to_string();
+    // Reads need the token header: 401 without it (and no cookie is ever set).
     let answer = http
         .get(format!("http://127.0.0.1:{port}/api/snapshot"))
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 401);
-    // The token buys a SameSite=Strict, HttpOnly cookie and a redirect that drops it from the URL.
-    let answer = http.get(&url).send().await.unwrap();
-    assert_eq!(answer.status(), 303);
-    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        cookie.contains("SameSite=Strict") && cookie.contains("HttpOnly"),
-        "{cookie}"
-    );
-    let session = cookie.split(';').next().unwrap().to_string();
+    let answer = http
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the static page needs no token");
+    assert!(answer.headers().get("set-cookie").is_none());
+    let answer = http
+        .get(format!("http://127.0.0.1:{port}/api/snapshot"))
+        .header("x-dashboard-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
     // A name that resolves to 127.0.0.1 is still not the dashboard's (DNS rebinding).
     let answer = http
         .get(format!("http://127.0.0.1:{port}/api/snapshot"))
         .header("host", format!("rebound.example:{port}"))
-        .header("cookie", &session)
+        .header("x-dashboard-token", &token)
         .send()
         .await
         .unwrap();
@@ -194,7 +200,7 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
     .unwrap();
     assert_eq!(
         tab.url().await.unwrap(),
-        format!("http://127.0.0.1:{port}/"),
+        format!("http://127.0.0.1:{port}/#services"),
         "the token leaves the address bar"
     );
     tab.eval::<bool>("(window.__sameDocument = true)")
@@ -456,16 +462,15 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
     attacker
         .wait_for(
             "the dashboard's refusal",
-            "location.port !== '' && document.body && document.body.innerText.includes('state-changing request')",
+            "location.port !== '' && document.body && document.body.innerText.includes('X-Dashboard-Token')",
             Duration::from_secs(15),
         )
         .await
         .unwrap();
     assert_eq!(attacker.url().await.unwrap(), restart_url);
-    // The same POST with the session cookie but without the token header: 403 too.
+    // The same POST as JSON but without the token header: 403 too.
     let answer = http
         .post(&restart_url)
-        .header("cookie", &session)
         .header("content-type", "application/json")
         .body(r#"{"service":"gateway"}"#)
         .send()
@@ -478,11 +483,10 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
         before,
         "a refused request changed nothing"
     );
-    // With session and token the same request is accepted (the refusal above was the token's).
+    // With the token the same request is accepted (the refusals above were the token's).
     let answer = http
         .post(&restart_url)
-        .header("cookie", &session)
-        .header("x-dashboard-token", url.rsplit('=').next().unwrap())
+        .header("x-dashboard-token", &token)
         .header("content-type", "application/json")
         .body(r#"{"service":"gateway"}"#)
         .send()

@@ -37,25 +37,36 @@ pub struct ExportInput {
 }
 
 /// Restarts a service; how long until it was ready.
-pub async fn restart(hub: &Hub, input: RestartInput) -> Result<Value> {
-    let secs = hub.stack.restart_service(&input.service).await?;
+pub async fn restart(hub: &Arc<Hub>, input: RestartInput) -> Result<Value> {
+    // Stopping waits for the process and the engine: off the threads that serve pages.
+    let secs = {
+        let (hub, service) = (hub.clone(), input.service.clone());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(hub.stack.restart_service(&service))
+        })
+        .await??
+    };
     Ok(json!({"service": input.service, "ready_secs": secs}))
 }
 
 /// Resets a user's password to a generated one, returned once (never logged or kept).
-pub async fn reset_password(hub: &Hub, input: ResetInput) -> Result<Value> {
+pub async fn reset_password(hub: &Arc<Hub>, input: ResetInput) -> Result<Value> {
     let ResetInput { schema, username } = input;
     naming::check_user_input(&schema, &username, None)?;
     let config = hub.stack.config();
     if ImageMode::read(&config.state_dir)?.is_some() {
-        let run = hub.stack.tenantmgr(&[
+        let args = vec![
             "user-reset".into(),
             "--schema".into(),
             schema.clone(),
             "--username".into(),
             username.clone(),
             "--json".into(),
-        ])?;
+        ];
+        let run = {
+            let hub = hub.clone();
+            tokio::task::spawn_blocking(move || hub.stack.tenantmgr(&args)).await??
+        };
         if !run.success {
             bail!(
                 "the image's tenantmgr refused: {}",
@@ -105,7 +116,7 @@ pub fn start_e2e(hub: &Arc<Hub>) -> Result<Value> {
     if ImageMode::read(&config.state_dir)?.is_some() {
         bail!("the e2e action runs on per-tenant stacks; for the deployed image run `cargo xtask e2e --deploy`");
     }
-    {
+    let started = {
         let mut job = hub.job.lock().expect("job");
         if job
             .as_ref()
@@ -113,39 +124,43 @@ pub fn start_e2e(hub: &Arc<Hub>) -> Result<Value> {
         {
             bail!("an e2e run is under way; wait for it to finish");
         }
-        *job = Some(json!({
+        let started = json!({
             "kind": "e2e",
             "started": now_ms(),
             "rows": [],
             "finished": null,
-        }));
-    }
+        });
+        // Published under the lock, so no later state of the job can go out before it.
+        hub.publish("job", &started);
+        *job = Some(started.clone());
+        started
+    };
     let running = hub.clone();
+    let suite = tokio::spawn(async move { run_e2e(&running).await });
+    let watcher = hub.clone();
     tokio::spawn(async move {
-        let hub = running;
-        let outcome = run_e2e(&hub).await;
-        let mut job = hub.job.lock().expect("job");
+        // A panicking run still ends the job (else every later run would be refused).
+        let outcome = match suite.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(anyhow!("the e2e run ended abnormally: {e}")),
+        };
+        let mut job = watcher.job.lock().expect("job");
         if let Some(job) = job.as_mut() {
+            job["finished"] = json!(now_ms());
             match outcome {
                 Ok(report) => {
-                    job["finished"] = json!(now_ms());
                     job["passed"] = json!(report.failures() == 0);
                     job["failures"] = json!(report.failed_checks());
                 }
                 Err(e) => {
-                    job["finished"] = json!(now_ms());
                     job["passed"] = json!(false);
                     job["error"] = json!(format!("{e:#}"));
                 }
             }
-            hub.publish("job", job);
+            watcher.publish("job", job);
         }
     });
-    let job = hub.job.lock().expect("job").clone();
-    if let Some(job) = &job {
-        hub.publish("job", job);
-    }
-    Ok(job.unwrap_or(Value::Null))
+    Ok(started)
 }
 
 /// The suite with each row published as it is judged, with the database, key and emulator

@@ -1,20 +1,23 @@
 //! The dashboard's token model, as pure functions of a request's headers.
 //!
-//! - The run's token (32 random bytes, hex) is printed once by `up` inside the dashboard's URL
-//!   (`/?token=…`). The first visit trades it for a cookie `HttpOnly; SameSite=Strict` named
-//!   after the port (two runs on one machine do not overwrite each other's) and is redirected
-//!   to `/`, so the token leaves the address bar. Every page and API answer needs the cookie.
-//! - A state-changing request (every `POST`) also needs the token in the `X-Dashboard-Token`
-//!   header, which only the dashboard's own page knows (embedded in the HTML it is served), an
-//!   `Origin` that is the dashboard's own when the browser sends one, and a JSON body. A
-//!   cross-site form cannot set a header, carry the `SameSite=Strict` cookie or send JSON, so it
-//!   gets 403 and changes nothing.
+//! - The run's token (32 random bytes, hex) is printed once by `up` in the dashboard's URL
+//!   **fragment** (`/#token=…`): a fragment never reaches a server, a proxy or a log. The page
+//!   keeps it in `sessionStorage` — scoped to the dashboard's own origin, port included — and
+//!   removes it from the address bar.
+//! - Every read (snapshot, event stream, screenshots) and every state-changing request carries it
+//!   in the `X-Dashboard-Token` header. There is no cookie: cookies are not separated by port, so
+//!   one would reach the gateway and every tenant on 127.0.0.1 too. A cross-site page cannot set
+//!   the header (it would need a CORS preflight the dashboard never grants), so a cross-site form
+//!   POST gets 403 and changes nothing. A POST must also come from the dashboard's own `Origin`
+//!   (when the browser sends one) and carry JSON.
 //! - The `Host` must name the dashboard as 127.0.0.1 or localhost on its port: a DNS-rebinding
 //!   page (another name resolving to 127.0.0.1) gets 403 before any of the above.
+//! - The page itself (HTML, CSS, JS) is static and holds no data; it is served to anyone who can
+//!   reach 127.0.0.1:<port> with the right `Host`.
 
-use hyper::header::{HeaderMap, CONTENT_TYPE, COOKIE, HOST, ORIGIN};
+use hyper::header::{HeaderMap, CONTENT_TYPE, HOST, ORIGIN};
 
-/// Header carrying the token on state-changing requests.
+/// Header carrying the token on every data request.
 pub const TOKEN_HEADER: &str = "x-dashboard-token";
 
 /// Why a request is refused.
@@ -22,10 +25,9 @@ pub const TOKEN_HEADER: &str = "x-dashboard-token";
 pub enum Refusal {
     /// The `Host` is not the dashboard's (403).
     ForeignHost,
-    /// No valid session cookie on a page or read (401: open the URL `up` printed).
-    NoSession,
-    /// A state-changing request without the session, the token header, from another origin or
-    /// not JSON (403).
+    /// A read without the token (401: open the URL `up` printed).
+    NoToken,
+    /// A state-changing request without the token, from another origin or not JSON (403).
     Forbidden(&'static str),
 }
 
@@ -40,25 +42,6 @@ impl Guard {
     /// A guard for the dashboard on `port` with the run's `token`.
     pub fn new(token: String, port: u16) -> Self {
         Self { token, port }
-    }
-
-    /// The session cookie's name (per port: cookies are not separated by port).
-    pub fn cookie_name(&self) -> String {
-        format!("lfi_dashboard_{}", self.port)
-    }
-
-    /// The `Set-Cookie` value that opens a session.
-    pub fn session_cookie(&self) -> String {
-        format!(
-            "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            self.cookie_name(),
-            self.token
-        )
-    }
-
-    /// The token (embedded in the page for its own state-changing requests).
-    pub fn token(&self) -> &str {
-        &self.token
     }
 
     /// Whether `candidate` is the run's token (constant time).
@@ -83,35 +66,20 @@ impl Guard {
         }
     }
 
-    /// The request carries the session cookie.
-    pub fn check_session(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let name = self.cookie_name();
-        let found = headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(k, v)| k == name && self.is_token(v));
-        if found {
+    /// A read: the token header.
+    pub fn check_read(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        if self.has_token(headers) {
             Ok(())
         } else {
-            Err(Refusal::NoSession)
+            Err(Refusal::NoToken)
         }
     }
 
-    /// A state-changing request: session, token header, own origin (when sent), JSON body.
+    /// A state-changing request: the token header, the own origin (when sent), a JSON body.
     pub fn check_change(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        self.check_session(headers).map_err(|_| {
-            Refusal::Forbidden("a state-changing request needs the dashboard's session cookie")
-        })?;
-        let header_ok = headers
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| self.is_token(v));
-        if !header_ok {
+        if !self.has_token(headers) {
             return Err(Refusal::Forbidden(
-                "a state-changing request needs the X-Dashboard-Token header",
+                "a state-changing request needs the run's token in the X-Dashboard-Token header",
             ));
         }
         if let Some(origin) = headers.get(ORIGIN) {
@@ -134,6 +102,13 @@ impl Guard {
             ));
         }
         Ok(())
+    }
+
+    fn has_token(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| self.is_token(v))
     }
 }
 
@@ -184,35 +159,35 @@ mod tests {
     }
 
     #[test]
-    fn the_session_needs_the_cookie_with_the_token() {
+    fn a_read_needs_the_token_header() {
         let g = guard();
-        let cookie = format!("other=1; lfi_dashboard_4321={}", g.token());
-        assert!(g.check_session(&headers(&[("cookie", &cookie)])).is_ok());
+        let token = "ab".repeat(32);
+        assert!(g.check_read(&headers(&[(TOKEN_HEADER, &token)])).is_ok());
         assert_eq!(
-            g.check_session(&headers(&[("cookie", "lfi_dashboard_4321=nope")])),
-            Err(Refusal::NoSession)
+            g.check_read(&headers(&[(TOKEN_HEADER, "nope")])),
+            Err(Refusal::NoToken)
         );
-        let other_port = format!("lfi_dashboard_9999={}", g.token());
+        assert_eq!(g.check_read(&headers(&[])), Err(Refusal::NoToken));
+        // A cookie named like a token is no token.
+        let cookie = format!("lfi_dashboard_4321={token}");
         assert_eq!(
-            g.check_session(&headers(&[("cookie", &other_port)])),
-            Err(Refusal::NoSession)
+            g.check_read(&headers(&[("cookie", &cookie)])),
+            Err(Refusal::NoToken)
         );
     }
 
     #[test]
-    fn a_change_needs_header_origin_and_json() {
+    fn a_change_needs_token_origin_and_json() {
         let g = guard();
-        let cookie = format!("lfi_dashboard_4321={}", g.token());
+        let token = "ab".repeat(32);
         let good = [
-            ("cookie", cookie.as_str()),
-            (TOKEN_HEADER, g.token()),
+            (TOKEN_HEADER, token.as_str()),
             ("origin", "http://127.0.0.1:4321"),
             ("content-type", "application/json"),
         ];
         assert!(g.check_change(&headers(&good)).is_ok());
-        // A cross-site form: cookie (if the browser sent it), no header, another origin, form body.
+        // A cross-site form: no header, another origin, a form body.
         let form = [
-            ("cookie", cookie.as_str()),
             ("origin", "http://evil.localhost:8000"),
             ("content-type", "application/x-www-form-urlencoded"),
         ];
@@ -221,18 +196,17 @@ mod tests {
             Err(Refusal::Forbidden(_))
         ));
         let mut other_origin = good;
-        other_origin[2] = ("origin", "http://evil.localhost:8000");
+        other_origin[1] = ("origin", "http://evil.localhost:8000");
         assert!(matches!(
             g.check_change(&headers(&other_origin)),
             Err(Refusal::Forbidden(_))
         ));
         let mut not_json = good;
-        not_json[3] = ("content-type", "text/plain");
+        not_json[2] = ("content-type", "text/plain");
         assert!(matches!(
             g.check_change(&headers(&not_json)),
             Err(Refusal::Forbidden(_))
         ));
-        // Without the cookie (a cross-site request: SameSite=Strict keeps it home).
         assert!(matches!(
             g.check_change(&headers(&good[1..])),
             Err(Refusal::Forbidden(_))

@@ -352,6 +352,26 @@ fn process_start_ms(pid: i32) -> Option<u64> {
     Some(btime * 1000 + ticks * 1000 / hz)
 }
 
+/// Publishes the kept reports whenever a command writes one (checked every 2 s).
+pub async fn reports_loop(hub: std::sync::Arc<Hub>) {
+    let dir = crate::run_reports::reports_dir(&hub.stack.config().state_dir);
+    let mut last = None;
+    loop {
+        let newest = std::fs::read_dir(&dir).ok().map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+                .max()
+        });
+        if newest != last {
+            if last.is_some() {
+                hub.publish("reports", &hub.reports());
+            }
+            last = newest;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// Gathers the tenants every 5 s while a page watches (once at start otherwise).
 pub async fn tenants_loop(hub: std::sync::Arc<Hub>) {
     let mut first = true;
@@ -458,11 +478,13 @@ fn image_tenants(hub: &Hub, gateway: Option<&str>) -> anyhow::Result<Vec<Value>>
     Ok(listed
         .into_iter()
         .map(|t| {
+            // What the image prints is input: a prefix outside the naming rules gets no URL.
             let prefix = t["prefix"].as_str().unwrap_or_default().to_string();
+            let valid = crate::tenancy::naming::validate_prefix(&prefix).is_ok();
             json!({
                 "prefix": prefix,
                 "schema": t["schema"],
-                "url": gateway.map(|g| routing.tenant_url(g, &prefix)),
+                "url": gateway.filter(|_| valid).map(|g| routing.tenant_url(g, &prefix)),
                 "users": t["users"],
                 "revision": t["revision"],
                 "rows": null,
@@ -517,9 +539,10 @@ async fn row_totals(
         .collect())
 }
 
-/// Follows every service's log: new complete lines become `logs` events, the gateway's access
-/// lines also `requests` events and latency buckets.
-pub async fn logs_loop(hub: std::sync::Arc<Hub>) {
+/// Follows every service's log (on a thread of its own: reading a container's log is an engine
+/// call): new complete lines become `logs` events, the gateway's access lines also `requests`
+/// events and latency buckets.
+pub fn logs_loop(hub: std::sync::Arc<Hub>) {
     let tails = Mutex::new(Tails::default());
     let mut tick: u64 = 0;
     loop {
@@ -592,7 +615,7 @@ pub async fn logs_loop(hub: std::sync::Arc<Hub>) {
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -604,65 +627,100 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// The complete lines added to a service's log since the last call (a new log file, or one that
-/// shrank, is read from its start; a first look starts at the last 64 KiB).
+/// The complete lines added to a service's log since the last call. A log file is followed by
+/// offset (a new file — another inode — or one that shrank is read from its start); a container's
+/// stdout and stderr each by their own offset, keyed by the container. A first look starts at the
+/// last 64 KiB, without the partial line it starts in.
 fn new_text(
     hub: &Hub,
     tails: &mut Tails,
     name: &str,
     record: &crate::state::ServiceRecord,
 ) -> String {
-    const FIRST_LOOK: u64 = 64 * 1024;
-    if record.process.container.is_some() {
-        let Ok(text) = hub.stack.runtime().read_log(&record.process, &record.log) else {
+    if let Some(container) = &record.process.container {
+        let Ok((out, err)) = hub
+            .stack
+            .runtime()
+            .read_log_streams(&record.process, &record.log)
+        else {
             return String::new();
         };
-        let key = format!("container:{}", name);
-        let previous = tails.offsets.get(&key).map(|(_, o)| *o);
-        let len = text.len() as u64;
-        let start = match previous {
-            Some(offset) if offset <= len => offset,
-            Some(_) => 0,
-            None => len.saturating_sub(FIRST_LOOK),
-        };
-        let new = &text.as_bytes()[start as usize..];
-        let end = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        tails
-            .offsets
-            .insert(key, (record.log.clone(), start + end as u64));
-        return String::from_utf8_lossy(&new[..end]).into_owned();
+        let mut text = String::new();
+        for (stream, content) in [("out", out), ("err", err)] {
+            let key = format!("{name}/{}/{stream}", container.id);
+            let previous = tails.offsets.get(&key).map(|(_, o)| *o);
+            text.push_str(&follow(content.as_bytes(), previous, |offset| {
+                tails.offsets.insert(key.clone(), (PathBuf::new(), offset));
+            }));
+        }
+        return text;
     }
     let Ok(mut file) = std::fs::File::open(&record.log) else {
         return String::new();
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = match tails.offsets.get(name) {
-        Some((path, offset)) if *path == record.log && *offset <= len => *offset,
-        Some(_) => 0,
-        None => len.saturating_sub(FIRST_LOOK),
+    let Ok(meta) = file.metadata() else {
+        return String::new();
     };
-    let mut new = Vec::new();
+    use std::os::unix::fs::MetadataExt;
+    let key = format!("{name}/{}", meta.ino());
+    let len = meta.len();
+    let previous = match tails.offsets.get(&key) {
+        Some((path, offset)) if *path == record.log && *offset <= len => Some(*offset),
+        Some(_) => Some(0),
+        None => None,
+    };
+    let start = previous.unwrap_or(len.saturating_sub(FIRST_LOOK));
+    let mut chunk = Vec::new();
     if file.seek(SeekFrom::Start(start)).is_err()
-        || file.take(4 * 1024 * 1024).read_to_end(&mut new).is_err()
+        || file.take(MAX_CHUNK).read_to_end(&mut chunk).is_err()
     {
         return String::new();
     }
-    let mut end = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    // A first look starts mid-line: drop the partial first line.
-    if !tails.offsets.contains_key(name) && start > 0 {
-        let skip = new.iter().position(|b| *b == b'\n').map_or(end, |i| i + 1);
-        new.drain(..skip.min(end));
-        end -= skip.min(end);
-        tails.offsets.insert(
-            name.to_string(),
-            (record.log.clone(), start + skip as u64 + end as u64),
-        );
-        return String::from_utf8_lossy(&new[..end]).into_owned();
-    }
+    let (begin, end) = complete_lines(&chunk, previous.is_none() && start > 0);
     tails
         .offsets
-        .insert(name.to_string(), (record.log.clone(), start + end as u64));
-    String::from_utf8_lossy(&new[..end]).into_owned()
+        .insert(key, (record.log.clone(), start + end as u64));
+    String::from_utf8_lossy(&chunk[begin..end]).into_owned()
+}
+
+/// The range of `chunk` to show: up to its last newline (all of it when one line fills
+/// [`MAX_CHUNK`], so a follower never stalls), from after its first newline when the chunk starts
+/// mid-line (`partial_start`).
+fn complete_lines(chunk: &[u8], partial_start: bool) -> (usize, usize) {
+    let mut end = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if end == 0 && chunk.len() as u64 >= MAX_CHUNK {
+        end = chunk.len();
+    }
+    let begin = if partial_start {
+        chunk[..end]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(end, |i| i + 1)
+    } else {
+        0
+    };
+    (begin, end)
+}
+
+/// How much of a log a first look reads.
+const FIRST_LOOK: u64 = 64 * 1024;
+/// The most one read takes from a log file.
+const MAX_CHUNK: u64 = 4 * 1024 * 1024;
+
+/// The complete lines of an in-memory log `bytes` after `offset` (`None`: a first look — the
+/// last [`FIRST_LOOK`] bytes without their partial first line); calls `advance` with the new
+/// offset.
+fn follow(bytes: &[u8], offset: Option<u64>, mut advance: impl FnMut(u64)) -> String {
+    let len = bytes.len() as u64;
+    let start = match offset {
+        Some(offset) if offset <= len => offset,
+        Some(_) => 0,
+        None => len.saturating_sub(FIRST_LOOK),
+    };
+    let chunk = &bytes[start as usize..];
+    let (begin, end) = complete_lines(chunk, offset.is_none() && start > 0);
+    advance(start + end as u64);
+    String::from_utf8_lossy(&chunk[begin..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -688,6 +746,25 @@ mod tests {
             parse_request("2026-12-07T10:00:00Z GET /x redirect status=301"),
             None
         );
+    }
+
+    #[test]
+    fn a_follower_shows_complete_lines_once() {
+        let mut offset = None;
+        let mut shown = String::new();
+        for text in ["a\nb", "a\nb\nc\n", "a\nb\nc\nd\n"] {
+            shown.push_str(&follow(text.as_bytes(), offset, |o| offset = Some(o)));
+        }
+        assert_eq!(shown, "a\nb\nc\nd\n");
+        // A log that shrank (a new container, a truncated file) is read from its start.
+        let again = follow(b"x\n", offset, |o| offset = Some(o));
+        assert_eq!(again, "x\n");
+        // A first look into a long log drops the partial line it starts in.
+        let long = format!("{}\nlast\n", "y".repeat(FIRST_LOOK as usize));
+        assert_eq!(follow(long.as_bytes(), None, |_| {}), "last\n");
+        // One line longer than a read is taken whole, so the follower moves on.
+        let huge = vec![b'z'; MAX_CHUNK as usize];
+        assert_eq!(complete_lines(&huge, false), (0, huge.len()));
     }
 
     #[test]

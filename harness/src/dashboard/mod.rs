@@ -5,6 +5,8 @@
 //!
 //! The page is plain HTML, CSS and JavaScript embedded in the binary (no build step, no library,
 //! no CDN: ~30 KB, charts drawn as SVG by the page itself). The token model is in [`auth`].
+//! Everything that may block (engine calls, the state lock, `docker exec`) runs off the async
+//! threads, so the pages stay live while a container is slow to answer.
 
 pub mod actions;
 pub mod auth;
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -77,10 +79,43 @@ impl Hub {
         self.watchers.load(Ordering::Relaxed) > 0
     }
 
+    /// The kept reports, each with how many screenshots it may show.
+    fn reports(&self) -> Vec<Value> {
+        crate::run_reports::list(&self.stack.config().state_dir)
+            .into_iter()
+            .map(|report| {
+                let screenshots = self.screenshots(&report).len();
+                let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+                value["screenshots"] = json!(screenshots);
+                value
+            })
+            .collect()
+    }
+
+    /// The screenshots of `report` the dashboard serves: PNG files its evidence names that lie
+    /// in this checkout's `target/` or state dir (evidence can quote a tenant's answer: a path
+    /// elsewhere is never read).
+    fn screenshots(&self, report: &crate::run_reports::RunReport) -> Vec<std::path::PathBuf> {
+        let config = self.stack.config();
+        let allowed: Vec<std::path::PathBuf> =
+            [config.root.join("target"), config.state_dir.clone()]
+                .iter()
+                .filter_map(|dir| dir.canonicalize().ok())
+                .collect();
+        crate::run_reports::screenshots(report)
+            .into_iter()
+            .filter_map(|path| path.canonicalize().ok())
+            .filter(|path| {
+                path.extension().is_some_and(|e| e == "png")
+                    && allowed.iter().any(|dir| path.starts_with(dir))
+            })
+            .collect()
+    }
+
     /// Everything a page needs to draw itself at once.
     fn snapshot(&self) -> Value {
+        let reports = self.reports();
         let history = self.history.lock().expect("history");
-        let reports = crate::run_reports::list(&self.stack.config().state_dir);
         json!({
             "state_dir": self.stack.config().state_dir,
             "routing": self.stack.config().gateway.routing,
@@ -142,9 +177,34 @@ pub async fn serve(input: &Path) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     println!("dashboard listening on 127.0.0.1:{port}");
-    tokio::spawn(collect::services_loop(hub.clone()));
-    tokio::spawn(collect::tenants_loop(hub.clone()));
-    tokio::spawn(collect::logs_loop(hub.clone()));
+    // The collectors make blocking calls (engine, /proc, docker exec): they run on threads of
+    // their own, never on the threads that serve the pages.
+    {
+        let hub = hub.clone();
+        std::thread::Builder::new()
+            .name("dashboard-status".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the dashboard's collectors");
+                runtime.block_on(async {
+                    tokio::join!(
+                        collect::services_loop(hub.clone()),
+                        collect::tenants_loop(hub.clone()),
+                        collect::reports_loop(hub)
+                    )
+                });
+            })
+            .context("cannot start the dashboard's collectors")?;
+    }
+    {
+        let hub = hub.clone();
+        std::thread::Builder::new()
+            .name("dashboard-logs".into())
+            .spawn(move || collect::logs_loop(hub))
+            .context("cannot start the dashboard's log follower")?;
+    }
     let state_path = hub.stack.files().state_path();
     loop {
         let accepted = tokio::select! {
@@ -191,7 +251,7 @@ fn respond(status: StatusCode, content_type: &str, body: Body) -> Response<Body>
     headers.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+            "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
         ),
     );
     headers.insert(
@@ -224,14 +284,9 @@ fn refused(refusal: Refusal) -> Response<Body> {
             StatusCode::FORBIDDEN,
             "this dashboard answers only at 127.0.0.1 or localhost on its own port",
         ),
-        Refusal::NoSession => respond(
+        Refusal::NoToken => text(
             StatusCode::UNAUTHORIZED,
-            "text/html; charset=utf-8",
-            full(
-                "<!doctype html><title>langflow-infra dashboard</title><p>Open the dashboard URL that \
-                 <code>cargo xtask up</code> printed (<code>cargo xtask status</code> shows it again): \
-                 it carries the run's token.</p>",
-            ),
+            "the run's token is missing: open the dashboard URL `cargo xtask up` printed (`cargo xtask status` shows it again)",
         ),
         Refusal::Forbidden(why) => text(StatusCode::FORBIDDEN, why),
     }
@@ -243,52 +298,42 @@ async fn handle(hub: Arc<Hub>, request: Request<Incoming>) -> Response<Body> {
     }
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    if method == Method::GET && path == "/health" {
-        return text(StatusCode::OK, "ok");
-    }
-    if method == Method::GET && path == "/" {
-        if let Some(token) = query_value(request.uri().query(), "token") {
-            if !hub.guard.is_token(&token) {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "this token is not the run's; open the URL `cargo xtask status` prints",
-                );
-            }
-            let mut response = respond(StatusCode::SEE_OTHER, "text/plain", full(""));
-            response
-                .headers_mut()
-                .insert(LOCATION, HeaderValue::from_static("/"));
-            if let Ok(cookie) = HeaderValue::from_str(&hub.guard.session_cookie()) {
-                response.headers_mut().insert(SET_COOKIE, cookie);
-            }
-            return response;
-        }
-    }
     if method == Method::POST {
         if let Err(refusal) = hub.guard.check_change(request.headers()) {
             return refused(refusal);
         }
         return action(hub, &path, request).await;
     }
-    if let Err(refusal) = hub.guard.check_session(request.headers()) {
+    // The page itself is static and holds no data.
+    match (&method, path.as_str()) {
+        (&Method::GET, "/health") => return text(StatusCode::OK, "ok"),
+        (&Method::GET, "/") => {
+            return respond(StatusCode::OK, "text/html; charset=utf-8", full(INDEX_HTML))
+        }
+        (&Method::GET, "/app.js") => {
+            return respond(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                full(APP_JS),
+            )
+        }
+        (&Method::GET, "/app.css") => {
+            return respond(StatusCode::OK, "text/css; charset=utf-8", full(APP_CSS))
+        }
+        _ => {}
+    }
+    if let Err(refusal) = hub.guard.check_read(request.headers()) {
         return refused(refusal);
     }
     match (method, path.as_str()) {
-        (Method::GET, "/") => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            full(INDEX_HTML.replace("{{TOKEN}}", hub.guard.token())),
-        ),
-        (Method::GET, "/app.js") => respond(
-            StatusCode::OK,
-            "text/javascript; charset=utf-8",
-            full(APP_JS),
-        ),
-        (Method::GET, "/app.css") => {
-            respond(StatusCode::OK, "text/css; charset=utf-8", full(APP_CSS))
+        (Method::GET, "/api/snapshot") => {
+            let hub = hub.clone();
+            match tokio::task::spawn_blocking(move || hub.snapshot()).await {
+                Ok(snapshot) => json_response(StatusCode::OK, &snapshot),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed"),
+            }
         }
-        (Method::GET, "/api/snapshot") => json_response(StatusCode::OK, &hub.snapshot()),
-        (Method::GET, "/api/events") => events(hub),
+        (Method::GET, "/api/events") => events(hub).await,
         (Method::GET, "/api/screenshot") => screenshot(&hub, request.uri().query()),
         _ => text(StatusCode::NOT_FOUND, "no such page"),
     }
@@ -302,13 +347,19 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// The event stream: a `hello` with the snapshot, then every published event.
-fn events(hub: Arc<Hub>) -> Response<Body> {
+async fn events(hub: Arc<Hub>) -> Response<Body> {
     hub.watchers.fetch_add(1, Ordering::Relaxed);
     let watching = Watching(hub.clone());
     let receiver = hub.events.subscribe();
+    let snapshot = {
+        let hub = hub.clone();
+        tokio::task::spawn_blocking(move || hub.snapshot())
+            .await
+            .unwrap_or(Value::Null)
+    };
     let first = format!(
-        "retry: 1000\nevent: hello\ndata: {}\n\n",
-        serde_json::to_string(&hub.snapshot()).unwrap_or_default()
+        "event: hello\ndata: {}\n\n",
+        serde_json::to_string(&snapshot).unwrap_or_default()
     );
     let stream = futures::stream::once(async move { Ok(first) }).chain(futures::stream::unfold(
         (receiver, watching),
@@ -351,7 +402,7 @@ fn screenshot(hub: &Hub, query: Option<&str>) -> Response<Body> {
     let Some(path) = reports
         .iter()
         .find(|r| r.kind == kind)
-        .and_then(|r| crate::run_reports::screenshots(r).into_iter().nth(index))
+        .and_then(|r| hub.screenshots(r).into_iter().nth(index))
     else {
         return text(StatusCode::NOT_FOUND, "no such screenshot");
     };

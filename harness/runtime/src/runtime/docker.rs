@@ -770,6 +770,13 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    fn read_log_streams(&self, process: &RunningProcess, log: &Path) -> Result<(String, String)> {
+        let Some(container) = &process.container else {
+            return NativeRuntime.read_log_streams(process, log);
+        };
+        Ok(self.logs_of(&container.id).unwrap_or_default())
+    }
+
     fn sweep(&self, run_marker: &str, grace: Duration) -> usize {
         if run_marker == self.marker {
             // The network goes with the sweep: the next start creates it again.

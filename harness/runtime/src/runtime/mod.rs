@@ -249,6 +249,16 @@ pub trait Runtime: Send + Sync {
     fn exit_reason(&self, process: &RunningProcess) -> Option<String>;
     /// The service's log so far (stdout + stderr); `log` is its log file on the host.
     fn read_log(&self, process: &RunningProcess, log: &std::path::Path) -> Result<String>;
+    /// The service's log so far as the streams the runtime keeps apart — (stdout, stderr) of a
+    /// container; a log file is one stream (stderr empty) — so a follower can keep one offset
+    /// per stream.
+    fn read_log_streams(
+        &self,
+        process: &RunningProcess,
+        log: &std::path::Path,
+    ) -> Result<(String, String)> {
+        Ok((self.read_log(process, log)?, String::new()))
+    }
     /// Stops everything of the run `run_marker` that is still around, recorded or not (orphans of
     /// a killed `up`, a lost state file), and removes the run's network; returns how many
     /// processes/containers it found.

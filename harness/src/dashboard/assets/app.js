@@ -1,8 +1,17 @@
-// The langflow-infra dashboard page: one EventSource feeds every page; nothing is fetched from
-// anywhere but this dashboard, and state-changing requests carry the run's token header.
+// The langflow-infra dashboard page: one event stream feeds every page; nothing is fetched from
+// anywhere but this dashboard. The run's token arrives in the URL fragment (never sent to a
+// server), is kept in this origin's sessionStorage and goes with every request as a header.
 "use strict";
 
-const TOKEN = document.querySelector('meta[name="dashboard-token"]').content;
+const TOKEN = (() => {
+  const match = location.hash.match(/token=([0-9a-f]+)/);
+  if (match) {
+    sessionStorage.setItem("dashboard-token", match[1]);
+    history.replaceState(null, "", location.pathname + "#services");
+  }
+  return sessionStorage.getItem("dashboard-token") || "";
+})();
+const AUTH = { "X-Dashboard-Token": TOKEN };
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#953800",
   "#6e7781", "#0550ae", "#a40e26", "#116329"];
 const MAX_LOG_LINES = 2000;
@@ -93,7 +102,7 @@ function renderTenants() {
   const tenants = data.tenants || [];
   $("tenants-table").tBodies[0].replaceChildren(...tenants.map((t) => el("tr", { "data-tenant": t.prefix },
     el("td", {}, t.prefix),
-    el("td", {}, t.url ? el("a", { href: t.url, target: "_blank", rel: "noopener" }, t.url) : "–"),
+    el("td", {}, /^https?:\/\//.test(t.url || "") ? el("a", { href: t.url, target: "_blank", rel: "noopener" }, t.url) : "–"),
     el("td", {}, t.schema),
     el("td", { class: "num" }, t.users),
     el("td", {}, t.revision || "–"),
@@ -190,7 +199,9 @@ function renderPlots() {
   if (!plots || !$("page-plots").classList.contains("active")) return;
   lineChart($("memory-plot"), Object.entries(plots.memory || {}).map(([name, pts]) =>
     ({ name, points: pts.map((p) => [p[0], p[1] / 1048576]) })), "");
-  const latency = Object.entries(plots.latency || {});
+  // Tenants of the run only (the gateway also logs the prefix of a path no tenant has).
+  const known = new Set(((view.tenants && view.tenants.tenants) || []).map((t) => t.prefix));
+  const latency = Object.entries(plots.latency || {}).filter(([name]) => !known.size || known.has(name));
   lineChart($("latency-plot"), latency.map(([name, buckets]) =>
     ({ name, points: buckets.map((b) => [b.t, b.n ? b.sum_ms / b.n : 0]) })), "");
   lineChart($("errors-plot"), latency.map(([name, buckets]) =>
@@ -221,8 +232,13 @@ function renderReports() {
     } else {
       box.append(el("pre", { class: "result" }, JSON.stringify(r.report, null, 1).slice(0, 4000)));
     }
-    const shots = JSON.stringify(r.report).match(/screenshot: [^"\\;\s]+\.png/g) || [];
-    shots.forEach((_, n) => box.append(el("img", { src: `/api/screenshot?report=${encodeURIComponent(r.kind)}&n=${n}`, alt: "screenshot of a failed check" })));
+    for (let n = 0; n < (r.screenshots || 0); n++) {
+      const img = el("img", { alt: "screenshot of a failed check" });
+      box.append(img);
+      fetch(`/api/screenshot?report=${encodeURIComponent(r.kind)}&n=${n}`, { headers: AUTH })
+        .then((answer) => answer.ok ? answer.blob() : null)
+        .then((blob) => { if (blob) img.src = URL.createObjectURL(blob); });
+    }
     return box;
   }));
 }
@@ -246,7 +262,7 @@ async function act(action, body) {
   try {
     const response = await fetch("/api/actions/" + action, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Dashboard-Token": TOKEN },
+      headers: { "Content-Type": "application/json", ...AUTH },
       body: JSON.stringify(body || {}),
     });
     const answer = await response.json();
@@ -297,26 +313,72 @@ function applySnapshot(s) {
     document.body.dataset.ready = "1";
   }
 }
-function connect() {
-  const source = new EventSource("/api/events");
-  source.addEventListener("open", () => { $("conn").textContent = "live"; $("conn").className = "conn"; });
-  source.addEventListener("error", () => { $("conn").textContent = "reconnecting…"; $("conn").className = "conn down"; });
-  source.addEventListener("hello", (e) => applySnapshot(JSON.parse(e.data)));
-  source.addEventListener("lagged", () => fetch("/api/snapshot").then((r) => r.json()).then(applySnapshot));
-  source.addEventListener("services", (e) => { view.services = JSON.parse(e.data); renderServices(); });
-  source.addEventListener("tenants", (e) => { view.tenants = JSON.parse(e.data); renderTenants(); });
-  source.addEventListener("logs", (e) => appendLogs(JSON.parse(e.data)));
-  source.addEventListener("requests", (e) => {
-    view.requests.push(...JSON.parse(e.data));
+// Server-sent events read with fetch (EventSource cannot send the token header).
+const HANDLERS = {
+  hello: (data) => applySnapshot(data),
+  lagged: () => refresh(),
+  services: (data) => { view.services = data; renderServices(); },
+  tenants: (data) => { view.tenants = data; renderTenants(); },
+  logs: (data) => appendLogs(data),
+  requests: (data) => {
+    view.requests.push(...data);
     if (view.requests.length > MAX_REQUESTS) view.requests.splice(0, view.requests.length - MAX_REQUESTS);
     renderRequests();
-  });
-  source.addEventListener("plots", (e) => { view.plots = JSON.parse(e.data); renderPlots(); });
-  source.addEventListener("job", (e) => {
-    view.job = JSON.parse(e.data);
+  },
+  plots: (data) => { view.plots = data; renderPlots(); },
+  reports: (data) => { view.reports = data; renderReports(); },
+  job: (data) => {
+    view.job = data;
     renderJob();
-    if (view.job.finished) fetch("/api/snapshot").then((r) => r.json()).then((s) => { view.reports = s.reports || []; renderReports(); });
-  });
+    if (data.finished) refresh();
+  },
+};
+function refresh() {
+  fetch("/api/snapshot", { headers: AUTH }).then((r) => r.json()).then(applySnapshot).catch(() => {});
+}
+function setConnection(live, text) {
+  $("conn").textContent = text;
+  $("conn").className = live ? "conn" : "conn down";
+}
+async function connect() {
+  if (!TOKEN) {
+    setConnection(false, "no token: open the URL `cargo xtask up` printed");
+    return;
+  }
+  for (;;) {
+    try {
+      const answer = await fetch("/api/events", { headers: AUTH, cache: "no-store" });
+      if (answer.status === 401) {
+        setConnection(false, "token refused: open the URL `cargo xtask status` prints");
+        return;
+      }
+      if (!answer.ok) throw new Error(answer.status);
+      setConnection(true, "live");
+      const reader = answer.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          let event = "message", data = "";
+          for (const line of frame.split("\n")) {
+            if (line.startsWith("event: ")) event = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (data && HANDLERS[event]) HANDLERS[event](JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      // The dashboard restarted or the connection dropped: try again.
+    }
+    setConnection(false, "reconnecting…");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 showTab();
 connect();

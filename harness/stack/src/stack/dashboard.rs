@@ -64,12 +64,13 @@ pub fn read_token(state_dir: &Path) -> Result<Option<String>> {
     }
 }
 
-/// The URL that opens the run's dashboard: its port and the token, which the dashboard trades
-/// for a `SameSite=Strict` cookie on the first visit. `None` when the run has no dashboard.
+/// The URL that opens the run's dashboard: its port and the token in the fragment (which no
+/// server, proxy or log ever sees; the page keeps it for its own origin). `None` when the run
+/// has no dashboard.
 pub fn dashboard_url(state_dir: &Path, state: &RunState) -> Option<String> {
     let record = state.services.get(DASHBOARD_SERVICE)?;
     let token = read_token(state_dir).ok().flatten()?;
-    Some(format!("http://127.0.0.1:{}/?token={token}", record.port))
+    Some(format!("http://127.0.0.1:{}/#token={token}", record.port))
 }
 
 impl Stack {

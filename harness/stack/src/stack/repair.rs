@@ -90,7 +90,8 @@ impl Stack {
     }
 
     /// Restarts service `name` of the running stack now, as a person asks for it (the
-    /// dashboard's restart action): under the state lock, it is stopped and started again on its
+    /// dashboard's restart action): under the state lock (refused at once while someone else holds
+    /// it), it is stopped and started again on its
     /// port like a repair (counted as a restart, the stop reason recorded). The supervisor and
     /// the dashboard are refused (the one would race the restart, the other is the caller).
     /// Returns the seconds until it was ready again.
@@ -102,7 +103,11 @@ impl Stack {
                 "{name} cannot be restarted from the dashboard; `cargo xtask down` and `up` restart it"
             );
         }
-        let _lock = self.files.lock()?;
+        let Some(_lock) = self.files.try_lock()? else {
+            anyhow::bail!(
+                "the stack is being changed right now (`up`, `down`, a tenant command or the supervisor's repair); try again in a moment"
+            );
+        };
         let state = self.running_state()?;
         crate::services::check_service_name(name, state.services.keys().map(String::as_str))?;
         let record = state.services[name].clone();
