@@ -108,7 +108,7 @@ async fn measure(stack: &Stack, chromium: &Path, tenants: usize) -> Result<Bench
         let (closed50, open50) = (percentile(&closed, 0.5), percentile(&open, 0.5));
         Ok::<_, anyhow::Error>(BenchReport {
             measurements: vec![
-                Measurement::new(format!("tenants"), tenants as f64, "", None),
+                Measurement::new("tenants", tenants as f64, "", None),
                 Measurement::new(
                     "page load, median of reloads",
                     percentile(&loads, 0.5),

@@ -555,7 +555,7 @@ pub fn logs_loop(hub: std::sync::Arc<Hub>) {
             for (name, record) in records {
                 // The engine's logs are read whole: every second is enough.
                 let container = record.process.container.is_some();
-                if container && tick % 4 != 0 {
+                if container && !tick.is_multiple_of(4) {
                     continue;
                 }
                 let new = {

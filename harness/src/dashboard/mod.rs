@@ -364,25 +364,20 @@ async fn events(hub: Arc<Hub>) -> Response<Body> {
     let stream = futures::stream::once(async move { Ok(first) }).chain(futures::stream::unfold(
         (receiver, watching),
         |(mut receiver, watching)| async move {
-            loop {
+            let frame =
                 match tokio::time::timeout(std::time::Duration::from_secs(15), receiver.recv())
                     .await
                 {
-                    Ok(Ok(frame)) => {
-                        return Some((Ok(frame.as_str().to_string()), (receiver, watching)))
-                    }
+                    Ok(Ok(frame)) => frame.as_str().to_string(),
                     // A slow page missed events: it reloads its snapshot.
                     Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                        return Some((
-                            Ok("event: lagged\ndata: {}\n\n".to_string()),
-                            (receiver, watching),
-                        ))
+                        "event: lagged\ndata: {}\n\n".to_string()
                     }
                     Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-                    // Keeps idle connections open through anything between.
-                    Err(_) => return Some((Ok(": ping\n\n".to_string()), (receiver, watching))),
-                }
-            }
+                    // Keeps idle connections open, and finds closed ones, every 15 s.
+                    Err(_) => ": ping\n\n".to_string(),
+                };
+            Some((Ok(frame), (receiver, watching)))
         },
     ));
     let body =
