@@ -16,17 +16,6 @@ use harness::config::Config;
 use harness::e2e::client::TenantClient;
 use harness::stack::{GatewayCommand, ServiceState, Stack};
 
-const TWO_TENANTS: &str = "tenants:
-  - prefix: acme
-    users:
-      - username: admin@acme.com
-        superuser: true
-  - prefix: widgetco
-    users:
-      - username: admin@widgetco.com
-        superuser: true
-";
-
 /// Every address the kernel has a listening TCP socket on for `port` (from /proc/net/tcp{,6}).
 fn listening_addresses(port: u16) -> Vec<String> {
     let mut found = Vec::new();
@@ -99,7 +88,8 @@ async fn the_dashboard_shows_the_stack_live_and_refuses_what_is_not_its_own() {
         .tempdir()
         .unwrap();
     let mut config =
-        Config::isolated_with_tenants(&common::repo_root(), dir.path(), TWO_TENANTS).unwrap();
+        Config::isolated_with_tenants(&common::repo_root(), dir.path(), common::TWO_TENANTS)
+            .unwrap();
     config.langflow.login_rate_limit_per_minute = 100;
     let gateway = GatewayCommand::standalone(env!("CARGO_BIN_EXE_langflow-infra-gateway"));
     let stack = Running(Stack::new(config).with_gateway_command(gateway));

@@ -70,20 +70,9 @@ async fn get(url: &str, token: Option<&str>) -> (u16, String) {
     (status, response.text().await.unwrap_or_default())
 }
 
-const TWO_TENANTS: &str = "tenants:
-  - prefix: acme
-    users:
-      - username: admin@acme.com
-        superuser: true
-  - prefix: widgetco
-    users:
-      - username: admin@widgetco.com
-        superuser: true
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_tenants_up_login_reset_add_remove_and_down() {
-    let (_dir, stack) = isolated_stack(TWO_TENANTS);
+    let (_dir, stack) = isolated_stack(common::TWO_TENANTS);
     let report = stack.up().await.expect("up");
     assert_eq!(report.outcome, UpOutcome::Started);
     let names: Vec<&str> = report

@@ -1,8 +1,9 @@
 //! `cargo xtask bench --dashboard`: the dashboard's targets on a real stack of N tenants (native,
 //! forked): the page's load — navigation to the first snapshot drawn, in headless Chromium — at
 //! most [`MAX_PAGE_LOAD_MS`], and a tenant's request latency through the gateway unchanged with
-//! the dashboard open (a page following the merged log, which every request adds a line to)
-//! against closed, measured side by side in interleaved rounds.
+//! the dashboard open — on its Services page, and on its Logs page following the merged log, which
+//! every measured request adds a line to — against closed, measured side by side in interleaved
+//! rounds.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,12 +19,15 @@ use crate::stack::{GatewayCommand, Stack};
 pub const MAX_PAGE_LOAD_MS: f64 = 200.0;
 /// Target for p50 latency open / closed (what a 2-core machine's noise allows).
 pub const MAX_OPEN_CLOSED_RATIO: f64 = 1.10;
+/// Target for p99 latency open / closed: the browser drawing the page shares the cores with the
+/// gateway, the tenant and the load generator, which the tail shows first.
+pub const MAX_OPEN_CLOSED_P99_RATIO: f64 = 1.5;
 /// Page loads measured (after the first, which trades the token for the cookie).
 const PAGE_LOADS: usize = 10;
 /// Requests per latency round.
 const REQUESTS_PER_ROUND: usize = 400;
-/// Rounds per side (closed, open, closed, open …).
-const ROUNDS: usize = 3;
+/// Rounds (each: closed, open on Services, open on Logs).
+const ROUNDS: usize = 4;
 
 /// Runs the dashboard benchmark with `tenants` tenants.
 pub async fn run(root: &Path, servers: &GatewayCommand, tenants: usize) -> Result<BenchReport> {
@@ -50,7 +54,9 @@ async fn measure(stack: &Stack, chromium: &Path, tenants: usize) -> Result<Bench
         .dashboard
         .clone()
         .context("the stack has no dashboard")?;
-    let page = url.split("?token=").next().unwrap_or(&url).to_string();
+    // Reloads go to the page without the fragment (the tab keeps the token in its
+    // sessionStorage), a new tab to the printed URL.
+    let page = url.split('#').next().unwrap_or(&url).to_string();
     let tenant = report.tenants.first().context("no tenant")?.url.clone();
     let browser = Chromium::launch(chromium).await?;
     let result = async {
@@ -75,7 +81,9 @@ async fn measure(stack: &Stack, chromium: &Path, tenants: usize) -> Result<Bench
         for _ in 0..50 {
             http.get(&probe).send().await?.error_for_status()?;
         }
-        let (mut closed, mut open) = (Vec::new(), Vec::new());
+        // Closed, open on the Services page (where it opens), open on the Logs page following
+        // every request (each one adds a line): in turns, so drift hits all three alike.
+        let (mut closed, mut services, mut logs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             crate::progress::println(format!(
                 "bench: dashboard: latency round {}/{ROUNDS}",
@@ -83,18 +91,17 @@ async fn measure(stack: &Stack, chromium: &Path, tenants: usize) -> Result<Bench
             ));
             closed.extend(latencies(&http, &probe).await?);
             let watching = browser.tab().await?;
-            watching.goto(&page).await?;
+            watching.goto(&url).await?;
             wait_ready(&watching).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            services.extend(latencies(&http, &probe).await?);
             watching
                 .eval::<bool>("(location.hash = '#logs', true)")
                 .await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            open.extend(latencies(&http, &probe).await?);
+            logs.extend(latencies(&http, &probe).await?);
             let followed: bool = watching
-                .eval(&format!(
-                    "document.getElementById('log-view').textContent.includes('{}')",
-                    "/health"
-                ))
+                .eval("document.getElementById('log-view').textContent.includes('/health')")
                 .await?;
             anyhow::ensure!(
                 followed,
@@ -103,46 +110,59 @@ async fn measure(stack: &Stack, chromium: &Path, tenants: usize) -> Result<Bench
             watching.close().await;
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        closed.sort_by(f64::total_cmp);
-        open.sort_by(f64::total_cmp);
-        let (closed50, open50) = (percentile(&closed, 0.5), percentile(&open, 0.5));
-        Ok::<_, anyhow::Error>(BenchReport {
-            measurements: vec![
-                Measurement::new("tenants", tenants as f64, "", None),
-                Measurement::new(
-                    "page load, median of reloads",
-                    percentile(&loads, 0.5),
-                    "ms",
-                    None,
-                ),
-                Measurement::new(
-                    "page load, slowest reload",
-                    *loads.last().unwrap_or(&f64::NAN),
-                    "ms",
-                    Some(MAX_PAGE_LOAD_MS),
-                ),
-                Measurement::new("tenant request p50, dashboard closed", closed50, "ms", None),
-                Measurement::new("tenant request p50, dashboard open", open50, "ms", None),
-                Measurement::new(
-                    "tenant request p99, dashboard closed",
-                    percentile(&closed, 0.99),
-                    "ms",
-                    None,
-                ),
-                Measurement::new(
-                    "tenant request p99, dashboard open",
-                    percentile(&open, 0.99),
-                    "ms",
-                    None,
-                ),
-                Measurement::new(
-                    "p50 open / closed",
-                    open50 / closed50,
-                    "x",
-                    Some(MAX_OPEN_CLOSED_RATIO),
-                ),
-            ],
-        })
+        for series in [&mut closed, &mut services, &mut logs] {
+            series.sort_by(f64::total_cmp);
+        }
+        let closed50 = percentile(&closed, 0.5);
+        let mut measurements = vec![
+            Measurement::new("tenants", tenants as f64, "", None),
+            Measurement::new(
+                "page load, median of reloads",
+                percentile(&loads, 0.5),
+                "ms",
+                None,
+            ),
+            Measurement::new(
+                "page load, slowest reload",
+                *loads.last().unwrap_or(&f64::NAN),
+                "ms",
+                Some(MAX_PAGE_LOAD_MS),
+            ),
+        ];
+        for (label, series) in [
+            ("dashboard closed", &closed),
+            ("open on Services", &services),
+            ("open on Logs, following", &logs),
+        ] {
+            measurements.push(Measurement::new(
+                format!("tenant request p50, {label}"),
+                percentile(series, 0.5),
+                "ms",
+                None,
+            ));
+            measurements.push(Measurement::new(
+                format!("tenant request p99, {label}"),
+                percentile(series, 0.99),
+                "ms",
+                None,
+            ));
+        }
+        let closed99 = percentile(&closed, 0.99);
+        for (label, series) in [("Services", &services), ("Logs", &logs)] {
+            measurements.push(Measurement::new(
+                format!("p50 open on {label} / closed"),
+                percentile(series, 0.5) / closed50,
+                "x",
+                Some(MAX_OPEN_CLOSED_RATIO),
+            ));
+            measurements.push(Measurement::new(
+                format!("p99 open on {label} / closed"),
+                percentile(series, 0.99) / closed99,
+                "x",
+                Some(MAX_OPEN_CLOSED_P99_RATIO),
+            ));
+        }
+        Ok::<_, anyhow::Error>(BenchReport { measurements })
     }
     .await;
     browser.close().await;

@@ -16,6 +16,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A tenants file with acme and widgetco, one superuser each (`admin@<prefix>.com`).
+pub const TWO_TENANTS: &str = "tenants:
+  - prefix: acme
+    users:
+      - username: admin@acme.com
+        superuser: true
+  - prefix: widgetco
+    users:
+      - username: admin@widgetco.com
+        superuser: true
+";
+
 /// The Postgres superuser password a stack generated (from its secrets file).
 pub fn postgres_password(stack: &Stack) -> String {
     stack

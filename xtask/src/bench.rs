@@ -70,20 +70,17 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
         tenants,
     } = args;
     let (root, servers) = (&stack.config().root, gateway_command()?);
+    let state_dir = &stack.config().state_dir;
     if dashboard {
         let report = harness::dashboard_bench::run(root, &servers, tenants).await?;
-        harness::run_reports::record_or_warn(
-            &stack.config().state_dir,
+        return finish(
+            state_dir,
             "bench-dashboard",
             report.pass(),
             &report,
+            json,
+            || report::bench_table(&report),
         );
-        if json {
-            print_json(&report)?;
-        } else {
-            println!("{}", report::bench_table(&report));
-        }
-        return Ok(exit_code(report.pass()));
     }
     if gateway {
         let options = harness::gateway_bench::GatewayBenchOptions {
@@ -94,18 +91,14 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
             root: root.clone(),
         };
         let report = harness::gateway_bench::run(&servers, &options).await?;
-        harness::run_reports::record_or_warn(
-            &stack.config().state_dir,
+        return finish(
+            state_dir,
             "bench-gateway",
             report.pass(),
             &report,
+            json,
+            || report::gateway_bench_table(&report),
         );
-        if json {
-            print_json(&report)?;
-        } else {
-            println!("{}", report::gateway_bench_table(&report));
-        }
-        return Ok(exit_code(report.pass()));
     }
     // `--runtime docker` compares the runtimes; otherwise the tenancy targets (native).
     let report = if let Some(counts) = starts {
@@ -115,36 +108,46 @@ pub async fn run(stack: &Stack, args: BenchArgs, runtime: Option<&str>) -> Resul
             .collect::<Result<Vec<_>>>()?;
         let (report, figures) =
             harness::bench::starts(root, &servers, &counts, runs, &modes).await?;
-        harness::run_reports::record_or_warn(
-            &stack.config().state_dir,
+        let kept = serde_json::json!({"measurements": report.measurements, "figures": figures});
+        return finish(
+            state_dir,
             "bench-starts",
             report.pass(),
-            &serde_json::json!({"measurements": report.measurements, "figures": figures}),
+            &kept,
+            json,
+            || {
+                format!(
+                    "{}\n{}",
+                    report::start_figures_table(&figures),
+                    report::bench_table(&report)
+                )
+            },
         );
-        if json {
-            print_json(
-                &serde_json::json!({"measurements": report.measurements, "figures": figures}),
-            )?;
-        } else {
-            println!("{}", report::start_figures_table(&figures));
-            println!("{}", report::bench_table(&report));
-        }
-        return Ok(exit_code(report.pass()));
     } else if runtime == Some("docker") {
         harness::bench::runtimes(root, &servers, runs).await?
     } else {
         harness::bench::tenancy(root, &servers, runs).await?
     };
-    harness::run_reports::record_or_warn(
-        &stack.config().state_dir,
-        "bench",
-        report.pass(),
-        &report,
-    );
+    finish(state_dir, "bench", report.pass(), &report, json, || {
+        report::bench_table(&report)
+    })
+}
+
+/// Keeps a benchmark's result for the dashboard, prints it (JSON or `table`), and gives the
+/// exit code of its targets.
+fn finish(
+    state_dir: &std::path::Path,
+    kind: &str,
+    pass: bool,
+    report: &impl serde::Serialize,
+    json: bool,
+    table: impl FnOnce() -> String,
+) -> Result<ExitCode> {
+    harness::run_reports::record_or_warn(state_dir, kind, pass, report);
     if json {
-        print_json(&report)?;
+        print_json(report)?;
     } else {
-        println!("{}", report::bench_table(&report));
+        println!("{}", table());
     }
-    Ok(exit_code(report.pass()))
+    Ok(exit_code(pass))
 }

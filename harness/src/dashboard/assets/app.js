@@ -54,6 +54,7 @@ function showTab() {
   for (const page of document.querySelectorAll(".page")) page.classList.toggle("active", page.id === "page-" + name);
   for (const link of document.querySelectorAll("#tabs a")) link.classList.toggle("active", link.getAttribute("href") === "#" + name);
   if (name === "plots") renderPlots();
+  if (name === "logs") { pendingLines = []; renderLogs(); renderRequests(); }
 }
 window.addEventListener("hashchange", showTab);
 
@@ -133,28 +134,55 @@ function logNode(line) {
     el("span", { class: "svc" }, line.service.padStart(12) + " | "), line.text);
 }
 function renderLogs() {
+  if (!logsVisible()) return;
+  pendingLines = []; // drawn below with everything else
   const pane = $("log-view");
   pane.replaceChildren(...view.logs.filter(logMatches).slice(-800).map(logNode));
   if ($("log-follow").checked) pane.scrollTop = pane.scrollHeight;
 }
+// New lines are drawn at most twice a second, and only while the Logs page shows: a page left
+// open costs the machine (and so the tenants) as little as it can.
+let pendingLines = [];
+let logsDirty = false;
+let flushTimer = null;
+function logsVisible() { return $("page-logs").classList.contains("active"); }
 function appendLogs(lines) {
   view.logs.push(...lines);
   if (view.logs.length > MAX_LOG_LINES) view.logs.splice(0, view.logs.length - MAX_LOG_LINES);
-  if (!$("log-follow").checked) return;
-  const pane = $("log-view");
-  for (const line of lines) if (logMatches(line)) pane.append(logNode(line));
-  while (pane.childElementCount > 800) pane.firstElementChild.remove();
-  pane.scrollTop = pane.scrollHeight;
+  pendingLines.push(...lines);
+  scheduleFlush();
+}
+function scheduleFlush() {
+  if (flushTimer === null) flushTimer = setTimeout(flushLogs, 500);
+}
+function flushLogs() {
+  flushTimer = null;
+  if (!logsVisible()) return;
+  const lines = pendingLines;
+  pendingLines = [];
+  if ($("log-follow").checked && lines.length) {
+    const pane = $("log-view");
+    pane.append(...lines.filter(logMatches).map(logNode));
+    while (pane.childElementCount > 800) pane.firstElementChild.remove();
+    pane.scrollTop = pane.scrollHeight;
+  }
+  if (logsDirty) { logsDirty = false; renderRequests(); }
+}
+function requestMatches(r) {
+  const tenant = $("log-tenant").value.trim();
+  const text = $("log-text").value;
+  return (!tenant || r.tenant === tenant) && (!text || r.path.includes(text));
 }
 function renderRequests() {
-  $("requests-table").tBodies[0].replaceChildren(...view.requests.slice(-50).reverse().map((r) =>
+  if (!logsVisible()) { logsDirty = true; return; }
+  $("requests-table").tBodies[0].replaceChildren(...view.requests.filter(requestMatches).slice(-50).reverse().map((r) =>
     el("tr", { "data-path": r.path },
       el("td", {}, r.time), el("td", {}, r.method), el("td", {}, r.path), el("td", {}, r.tenant),
       el("td", { class: "num" + (r.status >= 500 ? " state-crashed" : "") }, r.status),
       el("td", { class: "num" }, r.ms.toFixed(1)))));
 }
 for (const id of ["log-service", "log-tenant", "log-level", "log-text", "log-follow"]) {
-  $(id).addEventListener("input", renderLogs);
+  $(id).addEventListener("input", () => { renderLogs(); renderRequests(); });
 }
 
 // ---- plots (SVG, drawn here: no chart library) ----
@@ -323,7 +351,8 @@ const HANDLERS = {
   requests: (data) => {
     view.requests.push(...data);
     if (view.requests.length > MAX_REQUESTS) view.requests.splice(0, view.requests.length - MAX_REQUESTS);
-    renderRequests();
+    logsDirty = true;
+    scheduleFlush();
   },
   plots: (data) => { view.plots = data; renderPlots(); },
   reports: (data) => { view.reports = data; renderReports(); },

@@ -124,20 +124,9 @@ impl Stack {
                 restarts: 0,
                 last_exit: None,
             };
-            self.record(state, DASHBOARD_SERVICE, record.clone())?;
             step.set_message(format!("waiting for {url}/health"));
-            net::wait_until(
-                DASHBOARD_SERVICE,
-                DASHBOARD_READY_TIMEOUT,
-                Duration::from_millis(100),
-                self.alive_fn(&process),
-                || {
-                    let record = record.clone();
-                    async move { Ok(super::probe(&record, None, "").await.is_ok()) }
-                },
-            )
-            .await
-            .map_err(|e| self.with_log_tail(e, &process, &log))?;
+            self.record_and_await(state, DASHBOARD_SERVICE, record, DASHBOARD_READY_TIMEOUT)
+                .await?;
             Ok((DASHBOARD_SERVICE.to_string(), t0.elapsed().as_secs_f64()))
         }
         .await;

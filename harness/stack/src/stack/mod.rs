@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::services::{aws, postgres};
 use harness_core::config::Config;
+use harness_core::net;
 use harness_core::progress::Step;
 use harness_core::state::{Probe, RunState, ServiceRecord, StateFiles, STATE_VERSION};
 use harness_runtime::runtime::native::NativeRuntime;
@@ -545,6 +546,30 @@ impl Stack {
         };
         let (process, _) = NativeRuntime.start(&spec, &self.run_marker())?;
         Ok((process, spec.log))
+    }
+
+    /// Records a started host server and waits up to `timeout` until its probe answers; the error
+    /// of one that exits or never answers carries its last log line.
+    async fn record_and_await(
+        &self,
+        state: &Arc<Mutex<RunState>>,
+        name: &str,
+        record: ServiceRecord,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.record(state, name, record.clone())?;
+        net::wait_until(
+            name,
+            timeout,
+            Duration::from_millis(100),
+            self.alive_fn(&record.process),
+            || {
+                let record = record.clone();
+                async move { Ok(probe(&record, None, "").await.is_ok()) }
+            },
+        )
+        .await
+        .map_err(|e| self.with_log_tail(e, &record.process, &record.log))
     }
 
     /// Starts `spec` in the run's runtime (off the async threads: engine calls block).

@@ -300,20 +300,9 @@ impl Stack {
                 restarts: 0,
                 last_exit: None,
             };
-            self.record(state, GATEWAY_SERVICE, record.clone())?;
             step.set_message(format!("waiting for {url}/health"));
-            net::wait_until(
-                GATEWAY_SERVICE,
-                GATEWAY_READY_TIMEOUT,
-                Duration::from_millis(100),
-                self.alive_fn(&process),
-                || {
-                    let record = record.clone();
-                    async move { Ok(super::probe(&record, None, "").await.is_ok()) }
-                },
-            )
-            .await
-            .map_err(|e| self.with_log_tail(e, &process, &log))?;
+            self.record_and_await(state, GATEWAY_SERVICE, record, GATEWAY_READY_TIMEOUT)
+                .await?;
             Ok((GATEWAY_SERVICE.to_string(), t0.elapsed().as_secs_f64()))
         }
         .await;
