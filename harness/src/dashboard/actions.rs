@@ -199,13 +199,7 @@ async fn run_e2e(hub: &Arc<Hub>) -> Result<crate::e2e::E2eReport> {
             shared_password: None,
         });
         schema_of.insert(schema.prefix.clone(), schema.schema.clone());
-        // The key the instance really runs with, read from its process environment.
-        let instance = crate::services::langflow::service_name(&schema.prefix);
-        if let Some(key) = state.services.get(&instance).and_then(|r| {
-            hub.stack
-                .runtime()
-                .env_var(&r.process, "LANGFLOW_SECRET_KEY")
-        }) {
+        if let Some(key) = crate::e2e::instance_secret_key(&hub.stack, &state, &schema.prefix) {
             secret_keys.insert(schema.prefix.clone(), key);
         }
     }
@@ -241,19 +235,10 @@ async fn run_e2e(hub: &Arc<Hub>) -> Result<crate::e2e::E2eReport> {
             }
         })
     };
-    let (results, setup_secs, checks_secs) = crate::e2e::CHECK_PROGRESS
-        .scope(tx, crate::e2e::run_suite(&input))
+    let report = crate::e2e::CHECK_PROGRESS
+        .scope(tx, crate::e2e::run_on_running(&input))
         .await;
     let _ = forward.await;
-    let report = crate::e2e::E2eReport {
-        target: input.gateway.clone(),
-        results,
-        up_secs: 0.0,
-        setup_secs,
-        checks_secs,
-        down_secs: 0.0,
-        emulator: None,
-    };
     crate::run_reports::record_or_warn(
         &config.state_dir,
         "e2e-isolation",

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::Hub;
+use crate::services::langflow::prefix_of_service;
 use crate::stack::image::ImageMode;
 use crate::stack::{ServiceState, StackStatus};
 
@@ -176,11 +177,6 @@ pub fn level_of(line: &str) -> &'static str {
     }
 }
 
-/// The tenant prefix of a service's name (`langflow-<prefix>`), if it is a tenant instance.
-pub fn tenant_of_service(name: &str) -> Option<String> {
-    name.strip_prefix("langflow-").map(str::to_string)
-}
-
 /// Where the log tailer is in each service's log.
 #[derive(Default)]
 pub struct Tails {
@@ -193,7 +189,7 @@ pub struct Tails {
 /// every second until everything is healthy again — so a crash and its recovery show within a
 /// second while healthy tenants are probed no more often than by an unwatched dashboard.
 pub async fn services_loop(hub: std::sync::Arc<Hub>) {
-    let mut since: HashMap<String, (String, u64)> = HashMap::new();
+    let mut containers_seen: HashMap<String, u64> = HashMap::new();
     let mut last_sample: Option<std::time::Instant> = None;
     let mut last_processes = Vec::new();
     let mut all_healthy = false;
@@ -206,26 +202,10 @@ pub async fn services_loop(hub: std::sync::Arc<Hub>) {
             continue;
         }
         last_sample = Some(std::time::Instant::now());
-        last_processes = processes;
         if let Ok(Some(status)) = hub.stack.status().await {
             all_healthy = status.healthy();
-            let forked: Vec<String> = hub
-                .stack
-                .files()
-                .read_state()
-                .ok()
-                .flatten()
-                .map(|state| {
-                    state
-                        .services
-                        .into_iter()
-                        .filter(|(_, r)| r.process.fork_server.is_some())
-                        .map(|(name, _)| name)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let rows = service_rows(&status, &forked, &mut since);
-            {
+            let rows = service_rows(&status, &processes, &mut containers_seen);
+            let plots = {
                 let mut history = hub.history.lock().expect("history");
                 let now = now_ms();
                 for service in &status.services {
@@ -237,26 +217,40 @@ pub async fn services_loop(hub: std::sync::Arc<Hub>) {
                         }
                     }
                 }
-            }
+                history.plots()
+            };
             let value = json!({
                 "runtime": status.runtime,
                 "emulator": status.emulator.name(),
-                "healthy": status.healthy(),
+                "healthy": all_healthy,
                 "services": rows,
                 "at": now_ms(),
             });
             *hub.services.write().expect("services") = value.clone();
             hub.publish("services", &value);
-            let plots = hub.history.lock().expect("history").plots();
             hub.publish("plots", &plots);
         }
+        last_processes = processes;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// Each recorded service's process (pid or container) and whether it runs: what a kill or a
-/// restart changes, read without asking the services anything.
-fn processes(hub: &Hub) -> Vec<(String, String, bool)> {
+/// One recorded service's process as the state file and the runtime tell it, without asking
+/// the service anything: what a kill or a restart changes.
+#[derive(Debug, Clone, PartialEq)]
+struct Process {
+    name: String,
+    /// `pid/start ticks`, or the container id.
+    id: String,
+    running: bool,
+    /// Forked by the fork server.
+    forked: bool,
+    /// Start time in clock ticks since boot (native processes; 0 for a container).
+    start_ticks: u64,
+}
+
+/// Every recorded service's [`Process`].
+fn processes(hub: &Hub) -> Vec<Process> {
     let Ok(Some(state)) = hub.stack.files().read_state() else {
         return Vec::new();
     };
@@ -264,48 +258,54 @@ fn processes(hub: &Hub) -> Vec<(String, String, bool)> {
         .services
         .iter()
         .map(|(name, record)| {
-            let id = match &record.process.container {
-                Some(c) => c.id.clone(),
-                None => format!("{}/{}", record.process.pid, record.process.start_ticks),
-            };
-            let running =
-                hub.stack.runtime().liveness(&record.process) == crate::runtime::Liveness::Running;
-            (name.clone(), id, running)
+            let process = &record.process;
+            Process {
+                name: name.clone(),
+                id: match &process.container {
+                    Some(c) => c.id.clone(),
+                    None => format!("{}/{}", process.pid, process.start_ticks),
+                },
+                running: hub.stack.runtime().liveness(process) == crate::runtime::Liveness::Running,
+                forked: process.fork_server.is_some(),
+                start_ticks: if process.container.is_some() {
+                    0
+                } else {
+                    process.start_ticks
+                },
+            }
         })
         .collect()
 }
 
-/// One row per service, with its uptime (since its process started, or since the dashboard first
-/// saw its container) and whether the fork server forked it.
+/// One row per service, with its uptime (natively from its recorded start; a container's since
+/// the dashboard first saw it) and whether the fork server forked it.
 fn service_rows(
     status: &StackStatus,
-    forked: &[String],
-    since: &mut HashMap<String, (String, u64)>,
+    processes: &[Process],
+    containers_seen: &mut HashMap<String, u64>,
 ) -> Vec<Value> {
     let now = now_ms();
+    let boot = boot_clock();
     status
         .services
         .iter()
         .map(|s| {
-            let identity = match &s.container {
-                Some(c) => c.id.clone(),
-                None => s.pid.to_string(),
-            };
-            let up_since = match since.get(&s.name) {
-                Some((id, at)) if *id == identity => *at,
-                _ => {
-                    let at = process_start_ms(s.pid).unwrap_or(now);
-                    since.insert(s.name.clone(), (identity, at));
-                    at
+            let process = processes.iter().find(|p| p.name == s.name);
+            let up_since = match (&s.container, process) {
+                (Some(c), _) => Some(*containers_seen.entry(c.id.clone()).or_insert(now)),
+                (None, Some(p)) if p.start_ticks > 0 => {
+                    boot.map(|(btime_ms, hz)| btime_ms + p.start_ticks * 1000 / hz)
                 }
+                _ => None,
             };
             let running = s.state != ServiceState::Crashed;
+            let forked = process.is_some_and(|p| p.forked);
             json!({
                 "name": s.name,
-                "tenant": tenant_of_service(&s.name),
+                "tenant": prefix_of_service(&s.name),
                 "state": s.state,
                 "detail": s.detail,
-                "runtime": if forked.contains(&s.name) {
+                "runtime": if forked {
                     format!("{} (forked)", s.runtime)
                 } else {
                     s.runtime.clone()
@@ -322,21 +322,17 @@ fn service_rows(
                 "uss": s.memory.map(|m| m.uss),
                 "restarts": s.restarts,
                 "last_exit": s.last_exit,
-                "uptime_secs": running.then(|| now.saturating_sub(up_since) / 1000),
+                "uptime_secs": up_since
+                    .filter(|_| running)
+                    .map(|at| now.saturating_sub(at) / 1000),
             })
         })
         .collect()
 }
 
-/// When process `pid` started (ms since the epoch), from /proc (native processes only).
-fn process_start_ms(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    // Field 22 (starttime) is the 20th after the name.
-    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+/// The boot time (ms since the epoch, from /proc/stat) and the clock ticks per second, which
+/// turn a recorded start time in ticks since boot into a time.
+fn boot_clock() -> Option<(u64, u64)> {
     let boot = std::fs::read_to_string("/proc/stat").ok()?;
     let btime: u64 = boot
         .lines()
@@ -349,7 +345,7 @@ fn process_start_ms(pid: i32) -> Option<u64> {
         .flatten()
         .filter(|hz| *hz > 0)
         .unwrap_or(100) as u64;
-    Some(btime * 1000 + ticks * 1000 / hz)
+    Some((btime * 1000, hz))
 }
 
 /// Publishes the kept reports whenever a command writes one (checked every 2 s).
@@ -570,7 +566,7 @@ pub fn logs_loop(hub: std::sync::Arc<Hub>) {
                         .as_ref()
                         .map(|r| r.tenant.clone())
                         .filter(|t| t != "-")
-                        .or_else(|| tenant_of_service(name));
+                        .or_else(|| prefix_of_service(name).map(str::to_string));
                     let level = match &request {
                         Some(r) if r.status >= 500 => "error",
                         Some(r) if r.status >= 400 => "warn",

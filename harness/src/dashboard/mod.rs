@@ -153,15 +153,7 @@ pub async fn serve(input: &Path) -> Result<()> {
     let token = read_token(&config.state_dir)?.ok_or_else(|| {
         anyhow!("the run has no dashboard token; restart it with `cargo xtask up`")
     })?;
-    let files = crate::state::StateFiles::new(&config.state_dir);
-    let runtime_name = files
-        .read_state()?
-        .map(|s| s.runtime)
-        .ok_or_else(|| anyhow!("no run to show in {}", config.state_dir.display()))?;
-    let runtime = crate::runtime::for_run(&runtime_name, &config)?;
-    let stack = Stack::new(config)
-        .with_runtime(runtime)
-        .with_gateway_command(servers);
+    let stack = Stack::of_recorded_run(config, servers)?;
     let (events, _) = broadcast::channel(1024);
     let hub = Arc::new(Hub {
         stack,

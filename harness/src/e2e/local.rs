@@ -315,14 +315,15 @@ pub async fn run(
                 shared_password: Some(password(&endpoint.schema, SHARED_USERNAME)?),
             });
             schemas.insert(endpoint.prefix.clone(), endpoint.schema.clone());
-            // The key the instance really runs with, read from its process environment.
-            let instance = crate::services::langflow::service_name(&endpoint.prefix);
             let state = stack.files().read_state()?.context("no state after up")?;
-            let key = state
-                .services
-                .get(&instance)
-                .and_then(|r| stack.runtime().env_var(&r.process, "LANGFLOW_SECRET_KEY"))
-                .with_context(|| format!("cannot read the secret key of {instance}"))?;
+            let key = super::instance_secret_key(&stack, &state, &endpoint.prefix).with_context(
+                || {
+                    format!(
+                        "cannot read the secret key of {}",
+                        crate::services::langflow::service_name(&endpoint.prefix)
+                    )
+                },
+            )?;
             secret_keys.insert(endpoint.prefix.clone(), key);
         }
         let aws_port = up

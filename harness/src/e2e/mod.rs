@@ -1078,14 +1078,34 @@ pub async fn run_against_target(
         suite: Suite::Isolation,
         browser: None,
     };
-    let (results, setup_secs, checks_secs) = run_suite(&input).await;
-    Ok(E2eReport {
-        target: input.gateway,
+    Ok(run_on_running(&input).await)
+}
+
+/// Runs `input`'s suites on a stack that is up already (a deployed target, or the dashboard's
+/// own run) and reports them: nothing is brought up or down.
+pub async fn run_on_running(input: &SuiteInput) -> E2eReport {
+    let (results, setup_secs, checks_secs) = run_suite(input).await;
+    E2eReport {
+        target: input.gateway.clone(),
         results,
         up_secs: 0.0,
         setup_secs,
         checks_secs,
         down_secs: 0.0,
         emulator: None,
-    })
+    }
+}
+
+/// The `LANGFLOW_SECRET_KEY` tenant `prefix`'s instance really runs with, read from its process
+/// environment (not the key the harness meant to give it), when the run has that instance.
+pub fn instance_secret_key(
+    stack: &crate::stack::Stack,
+    state: &crate::state::RunState,
+    prefix: &str,
+) -> Option<String> {
+    let instance = crate::services::langflow::service_name(prefix);
+    let record = state.services.get(&instance)?;
+    stack
+        .runtime()
+        .env_var(&record.process, "LANGFLOW_SECRET_KEY")
 }

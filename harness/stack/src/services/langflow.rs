@@ -131,8 +131,16 @@ pub fn caller_user() -> String {
 
 /// Service name of a tenant's instance in the state file.
 pub fn service_name(prefix: &str) -> String {
-    format!("langflow-{prefix}")
+    format!("{INSTANCE_PREFIX}{prefix}")
 }
+
+/// The tenant prefix of an instance's service name ([`service_name`]'s inverse), if it is one.
+pub fn prefix_of_service(name: &str) -> Option<&str> {
+    name.strip_prefix(INSTANCE_PREFIX)
+}
+
+/// What every tenant instance's service name starts with.
+const INSTANCE_PREFIX: &str = "langflow-";
 
 /// Per-instance directories (config, knowledge bases, telemetry outbox) under the state dir.
 pub fn instance_dir(config: &Config, schema: &str) -> PathBuf {

@@ -283,6 +283,20 @@ impl Stack {
         Ok((stack, notice))
     }
 
+    /// The run recorded in `config`'s state dir, in the runtime it was started with, with the
+    /// harness's servers started by `servers`: how the run's own server processes (supervisor,
+    /// dashboard) open the run they serve.
+    pub fn of_recorded_run(config: Config, servers: GatewayCommand) -> Result<Self> {
+        let runtime_name = StateFiles::new(&config.state_dir)
+            .read_state()?
+            .map(|s| s.runtime)
+            .ok_or_else(|| anyhow!("no run is recorded in {}", config.state_dir.display()))?;
+        let runtime = harness_runtime::runtime::for_run(&runtime_name, &config)?;
+        Ok(Self::new(config)
+            .with_runtime(runtime)
+            .with_gateway_command(servers))
+    }
+
     /// Runs the stack's services in `runtime` instead.
     pub fn with_runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
         self.runtime = runtime;

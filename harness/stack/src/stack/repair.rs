@@ -123,8 +123,7 @@ impl Stack {
         name: &str,
         port: u16,
     ) -> Result<(String, f64)> {
-        let prefix = name
-            .strip_prefix("langflow-")
+        let prefix = langflow::prefix_of_service(name)
             .with_context(|| format!("{name} is not a tenant instance"))?;
         let snapshot = state.lock().expect("state lock").clone();
         let tenancy = self.tenancy_in_run(&snapshot)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{finish_step, GatewayCommand, Stack};
@@ -118,18 +118,11 @@ pub async fn run(input: &Path) -> Result<()> {
         servers,
     } = serde_json::from_str(&text).context("supervisor input is not valid")?;
     config.root = root;
-    let files = harness_core::state::StateFiles::new(&config.state_dir);
-    let runtime_name = files
-        .read_state()?
-        .map(|s| s.runtime)
-        .ok_or_else(|| anyhow!("no run to supervise in {}", config.state_dir.display()))?;
-    let runtime = harness_runtime::runtime::for_run(&runtime_name, &config)?;
-    let stack = Stack::new(config)
-        .with_runtime(runtime)
-        .with_gateway_command(servers);
+    let stack = Stack::of_recorded_run(config, servers)?;
     println!(
-        "supervisor watching {} ({runtime_name} runtime)",
-        stack.config.state_dir.display()
+        "supervisor watching {} ({} runtime)",
+        stack.config.state_dir.display(),
+        stack.runtime.name()
     );
     let mut backoff: BTreeMap<String, Backoff> = BTreeMap::new();
     loop {
